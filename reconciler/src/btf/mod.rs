@@ -1,0 +1,1 @@
+//! BTF: type information of eBPF objects, and YAML values ↔ bytes by BTF type.

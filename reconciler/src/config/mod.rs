@@ -1,0 +1,2 @@
+//! Files → desired state: parse with marks, schema, semantic checks, merge, last-good.
+pub mod yaml;

@@ -1,0 +1,9 @@
+//! kfd: turns YAML files in a config directory into running chains of eBPF
+//! kernel functions (KFs), and keeps them converged.
+//!
+//! The data flow is one call per arrow:
+//! `config::load` → `state::observe` → `plan::plan` → `apply::execute` → `status`.
+#![deny(missing_docs)]
+
+pub mod btf;
+pub mod config;

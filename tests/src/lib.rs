@@ -1,0 +1,1 @@
+//! Helpers for the kernel end-to-end tests.
