@@ -6,4 +6,5 @@
 #![deny(missing_docs)]
 
 pub mod btf;
+pub mod builtin;
 pub mod config;

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Benchmark baseline: the example chain's work (blocklist, ratelimit,
+ * counter) in one program, with no chaining. Same maps and code as the KFs. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "../functions/lib/blocklist.h"
+#include "../functions/lib/ratelimit.h"
+#include "../functions/lib/counter.h"
+
+SEC("xdp")
+int monolithic_xdp(struct xdp_md *ctx)
+{
+	struct kf_pkt pkt;
+	if (kf_parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &pkt) != 0)
+		return XDP_PASS;
+	if (blocklist_denies(&pkt))
+		return XDP_DROP;
+	if (ratelimit_exceeded(&pkt))
+		return XDP_DROP;
+	counter_count(&pkt);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
