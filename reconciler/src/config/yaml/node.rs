@@ -113,10 +113,10 @@ impl Scalar<'_> {
         if let Some(int) = resolve_int(text) {
             return Resolved::Int(int);
         }
-        if is_core_float(text) {
-            if let Ok(float) = text.parse::<f64>() {
-                return Resolved::Float(float);
-            }
+        if is_core_float(text)
+            && let Ok(float) = text.parse::<f64>()
+        {
+            return Resolved::Float(float);
         }
         Resolved::Str(text)
     }
