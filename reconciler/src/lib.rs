@@ -8,3 +8,5 @@
 pub mod btf;
 pub mod builtin;
 pub mod config;
+pub mod entries;
+pub mod kernel;
