@@ -8,5 +8,10 @@
 pub mod btf;
 pub mod builtin;
 pub mod config;
+pub mod desired;
 pub mod entries;
 pub mod kernel;
+pub mod layout;
+pub mod model;
+pub mod plan;
+pub mod state;

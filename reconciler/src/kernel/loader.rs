@@ -14,46 +14,16 @@ use aya::programs::{Program, ProgramError};
 use super::map::{ByteMap, MapError};
 use super::sys::{self, ProgInfo};
 
-/// What a map must look like to be shared with an object's definition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MapShape {
-    /// `BPF_MAP_TYPE_*`.
-    pub map_type: u32,
-    /// Key size.
-    pub key_size: u32,
-    /// Value size.
-    pub value_size: u32,
-    /// Capacity.
-    pub max_entries: u32,
-    /// `BPF_F_*` flags.
-    pub map_flags: u32,
-}
+pub use crate::model::MapShape;
 
-impl MapShape {
-    /// The shape of an existing map.
-    pub fn of(info: &sys::MapInfo) -> Self {
-        Self {
-            map_type: info.map_type,
-            key_size: info.key_size,
-            value_size: info.value_size,
-            max_entries: info.max_entries,
-            map_flags: info.map_flags,
-        }
-    }
-
-    /// The first difference from `other`, as "field: this vs other".
-    pub fn mismatch(&self, other: &MapShape) -> Option<String> {
-        let fields = [
-            ("type", self.map_type, other.map_type),
-            ("key size", self.key_size, other.key_size),
-            ("value size", self.value_size, other.value_size),
-            ("max_entries", self.max_entries, other.max_entries),
-            ("flags", self.map_flags, other.map_flags),
-        ];
-        fields
-            .iter()
-            .find(|(_, a, b)| a != b)
-            .map(|(what, a, b)| format!("{what} {a} (pinned) vs {b} (object)"))
+/// The shape of an existing map.
+pub fn shape_of(info: &sys::MapInfo) -> MapShape {
+    MapShape {
+        map_type: info.map_type,
+        key_size: info.key_size,
+        value_size: info.value_size,
+        max_entries: info.max_entries,
+        map_flags: info.map_flags,
     }
 }
 
@@ -171,7 +141,7 @@ pub fn check_pin(name: &str, path: &Path, shape: &MapShape) -> Result<(), LoadEr
         return Ok(());
     }
     let map = ByteMap::from_pin(path)?;
-    let pinned = MapShape::of(map.info());
+    let pinned = shape_of(map.info());
     match pinned.mismatch(shape) {
         None => Ok(()),
         Some(mismatch) => Err(LoadError::Incompatible {

@@ -6,8 +6,6 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use aya_obj::generated::bpf_map_type as mt;
-
 use super::sys::{self, MapInfo, SysError};
 use crate::entries::EntrySet;
 
@@ -432,19 +430,4 @@ fn batch_unsupported(e: &SysError) -> bool {
     )
 }
 
-/// Whether a map type keeps one value per CPU.
-pub fn is_per_cpu(map_type: u32) -> bool {
-    [
-        mt::BPF_MAP_TYPE_PERCPU_HASH,
-        mt::BPF_MAP_TYPE_PERCPU_ARRAY,
-        mt::BPF_MAP_TYPE_LRU_PERCPU_HASH,
-        mt::BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE,
-    ]
-    .iter()
-    .any(|t| *t as u32 == map_type)
-}
-
-/// Whether a map type is an array (elements always exist).
-pub fn is_array(map_type: u32) -> bool {
-    map_type == mt::BPF_MAP_TYPE_ARRAY as u32 || map_type == mt::BPF_MAP_TYPE_PERCPU_ARRAY as u32
-}
+pub use crate::model::map_type::{is_array, is_per_cpu};

@@ -12,31 +12,7 @@ use aya_obj::generated::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 use super::netlink::{self, NetlinkError, XdpAttachment};
 use super::netns::{self, NetnsError};
 use super::sys::{self, SysError};
-
-/// XDP attach modes kfd asks for.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// Native if the driver supports it, else generic.
-    Auto,
-    /// Driver (native) mode only.
-    Native,
-    /// Generic (skb) mode only.
-    Generic,
-}
-
-impl XdpMode {
-    /// The name used in config and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Native => "native",
-            Self::Generic => "generic",
-        }
-    }
-}
+pub use crate::model::XdpMode;
 
 /// XDP attach errors, naming the interface.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,128 @@
+//! The desired state: what the config directory asks for, merged across
+//! files, with every key and value already encoded to bytes. Built by
+//! `config::load`, read by the planner. Plain data: no kernel, no files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::entries::EntrySet;
+use crate::model::{ChainKey, Digest, MapShape, Source, UpdateMode, XdpMode};
+
+/// Everything the config asks for, by chain.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredState {
+    /// Chains, in key order.
+    pub chains: BTreeMap<ChainKey, DesiredChain>,
+}
+
+/// One chain: its settings and its functions in run order.
+#[derive(Debug, Clone)]
+pub struct DesiredChain {
+    /// XDP attach mode (ignored for TC hooks).
+    pub xdp_mode: XdpMode,
+    /// Where the chain's settings came from, if a `chains:` entry set them.
+    pub settings: Option<Source>,
+    /// Functions sorted by (priority, name): the order packets see them.
+    pub functions: Vec<DesiredFunction>,
+}
+
+/// One function on one chain.
+#[derive(Debug, Clone)]
+pub struct DesiredFunction {
+    /// Its name, unique on the chain.
+    pub name: String,
+    /// Lower runs first.
+    pub priority: u32,
+    /// Where it is defined.
+    pub source: Source,
+    /// The program to run.
+    pub program: Arc<ProgramImage>,
+    /// Verdict bits after which the next function runs.
+    pub proceed_on: u32,
+    /// Read-only globals, encoded, sorted by name.
+    pub globals: Vec<(String, Vec<u8>)>,
+    /// Digest of `globals`: a change means a program swap.
+    pub globals_digest: Digest,
+    /// Config maps (the ones kfd writes), by name.
+    pub maps: BTreeMap<String, DesiredMap>,
+}
+
+/// Where a program comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgramOrigin {
+    /// A KF shipped inside kfd.
+    Builtin(String),
+    /// An object file.
+    Object(std::path::PathBuf),
+}
+
+impl fmt::Display for ProgramOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Builtin(n) => write!(f, "builtin:{n}"),
+            Self::Object(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A program ready to load: object bytes and what kfd learned from them.
+#[derive(Debug)]
+pub struct ProgramImage {
+    /// Where it comes from.
+    pub origin: ProgramOrigin,
+    /// The program (function symbol) to load from the object.
+    pub symbol: String,
+    /// The ELF object.
+    pub bytes: Arc<[u8]>,
+    /// SHA-256 over the object and the program name: a change means a program swap.
+    pub digest: Digest,
+    /// Whether the program ends with `kf_next` (uses the chain's `kf_progs`).
+    /// One that does not can only run last.
+    pub uses_abi: bool,
+    /// The object's own maps (not the chain's `kf_*`, not global data), by name.
+    pub maps: BTreeMap<String, MapShape>,
+}
+
+/// Renders encoded keys and values for humans (plan and status output).
+pub trait EntryFormat: Send + Sync + fmt::Debug {
+    /// A key as config would write it.
+    fn key(&self, bytes: &[u8]) -> String;
+    /// A value as config would write it.
+    fn value(&self, bytes: &[u8]) -> String;
+}
+
+/// Hex for both, when nothing better is known.
+#[derive(Debug, Default)]
+pub struct HexFormat;
+
+impl EntryFormat for HexFormat {
+    fn key(&self, bytes: &[u8]) -> String {
+        crate::entries::hex(bytes)
+    }
+    fn value(&self, bytes: &[u8]) -> String {
+        crate::entries::hex(bytes)
+    }
+}
+
+/// One config map of a function.
+#[derive(Debug, Clone)]
+pub struct DesiredMap {
+    /// Its shape in the object.
+    pub shape: MapShape,
+    /// How changes should land.
+    pub update: UpdateMode,
+    /// The entries, encoded. Shared between the chains of a multi-interface function.
+    pub entries: Arc<EntrySet>,
+    /// Where the map is configured.
+    pub source: Source,
+    /// How to print its entries.
+    pub format: Arc<dyn EntryFormat>,
+}
+
+impl DesiredState {
+    /// Total number of functions over all chains.
+    pub fn function_count(&self) -> usize {
+        self.chains.values().map(|c| c.functions.len()).sum()
+    }
+}

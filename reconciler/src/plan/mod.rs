@@ -1,0 +1,720 @@
+//! The planner: `plan(desired, observed, options) -> Plan`. Pure: plain data
+//! in, plain data out, no kernel, no files, no clock. Deterministic: chains
+//! in key order, functions by name, maps by name.
+//!
+//! Per chain the actions come in three phases, which `apply` relies on:
+//! 1. **build**: create the chain's maps and root, load new program
+//!    instances and fill their fresh maps. Nothing packets see changes.
+//! 2. **commit**: entry updates on live maps, one revision flip or slot
+//!    replacement, attaching the root. Each is one atomic kernel write or a
+//!    batch that `apply` can undo.
+//! 3. **cleanup**: clear the old revision, unpin what is no longer used.
+
+mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use render::{render_json, render_text};
+
+use crate::desired::{DesiredChain, DesiredFunction, DesiredState};
+use crate::entries::{EntryDiff, EntrySet};
+use crate::model::{ChainKey, Hook, UpdateMode, XdpMode, limits, map_type};
+use crate::state::model::{InterfaceState, ObservedChain, ObservedFunction, ObservedState};
+
+/// Knobs of the planner.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions {
+    /// `auto` uses a swap when more than this fraction of a map's entries change.
+    pub swap_threshold: f64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            swap_threshold: 0.5,
+        }
+    }
+}
+
+/// What to do, per chain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    /// Chains with work to do or a reason they cannot be converged, in key order.
+    pub chains: Vec<ChainPlan>,
+}
+
+impl Plan {
+    /// Whether the kernel already matches the config.
+    pub fn in_sync(&self) -> bool {
+        self.chains
+            .iter()
+            .all(|c| c.actions.is_empty() && c.blocked.is_none())
+    }
+
+    /// Chains that cannot be converged, with the reason.
+    pub fn blocked(&self) -> impl Iterator<Item = (&ChainKey, &Blocked)> {
+        self.chains
+            .iter()
+            .filter_map(|c| c.blocked.as_ref().map(|b| (&c.key, b)))
+    }
+
+    /// Number of actions over all chains.
+    pub fn action_count(&self) -> usize {
+        self.chains.iter().map(|c| c.actions.len()).sum()
+    }
+}
+
+/// The plan for one chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainPlan {
+    /// The chain.
+    pub key: ChainKey,
+    /// Set when the chain cannot be touched; `actions` is then empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+    /// Actions in execution order.
+    pub actions: Vec<Action>,
+}
+
+/// Why a chain cannot be converged now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Blocked {
+    /// The interface does not exist.
+    InterfaceMissing,
+    /// Another tool's program holds the hook.
+    ForeignProgram {
+        /// Its id.
+        prog_id: u32,
+    },
+    /// The hook is not supported by this build.
+    HookUnsupported,
+    /// Too many functions for the ABI's slots.
+    TooManyFunctions {
+        /// How many were asked for.
+        count: usize,
+    },
+    /// A function that does not use the kfd ABI is not last.
+    NonAbiNotLast {
+        /// The function.
+        function: String,
+        /// The one after it.
+        next: String,
+    },
+}
+
+/// How a change lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Batched upserts, then batched deletes, on the live map.
+    Entries,
+    /// A new program instance with fresh config maps, swapped into its slot.
+    ProgramSwap,
+}
+
+impl Strategy {
+    /// Short name for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Entries => "entries",
+            Self::ProgramSwap => "program swap",
+        }
+    }
+}
+
+/// Why a program instance is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum LoadReason {
+    /// The function is new on the chain.
+    New,
+    /// The object or program changed.
+    CodeChanged,
+    /// Globals changed.
+    GlobalsChanged,
+    /// A config map's changes must land atomically (`update: swap`, or
+    /// `auto` above the threshold), so all config maps are rebuilt together.
+    MapsSwap {
+        /// The map that asked for it.
+        map: String,
+        /// What changed.
+        detail: String,
+    },
+    /// The live instance is damaged (pins or records missing) and is rebuilt.
+    Repair {
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// One slot of a revision to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedSlot {
+    /// The function.
+    pub function: String,
+    /// Its stats row.
+    pub fn_id: u32,
+    /// Verdict bits that continue the chain.
+    pub proceed_on: u32,
+}
+
+/// Why the chain's slots are rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotChange {
+    /// The chain is new.
+    Created,
+    /// Functions were added, removed or reordered, or proceed_on changed.
+    Changed,
+    /// The live slots differ from what kfd wrote (drift).
+    Repair,
+}
+
+/// One step.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Build: remove the remains of a chain whose maps or root are missing.
+    ResetChain,
+    /// Build: pin the chain maps and load the root program (not attached yet).
+    CreateChain,
+    /// Build: load a program instance with fresh config maps, filled from config.
+    LoadFunction {
+        /// The function.
+        function: String,
+        /// Its stats row.
+        fn_id: u32,
+        /// Why.
+        reason: LoadReason,
+        /// Entries per fresh config map, for output.
+        fills: Vec<(String, usize)>,
+    },
+    /// Commit: move a map from state/ to maps/: kfd starts writing it.
+    ManageMap {
+        /// The function.
+        function: String,
+        /// The map.
+        map: String,
+    },
+    /// Commit: write entries into a live config map.
+    UpdateEntries {
+        /// The function.
+        function: String,
+        /// The map.
+        map: String,
+        /// The writes.
+        #[serde(skip)]
+        diff: Arc<EntryDiff>,
+        /// Upserts of new keys.
+        added: usize,
+        /// Upserts of changed values.
+        changed: usize,
+        /// Deletes.
+        removed: usize,
+        /// Entries once done.
+        total: usize,
+        /// How.
+        strategy: Strategy,
+        /// Why this strategy, for output.
+        reason: String,
+    },
+    /// Commit: a map left the config: its entries are removed and it becomes
+    /// a state map (kfd stops writing it).
+    UnmanageMap {
+        /// The function.
+        function: String,
+        /// The map.
+        map: String,
+        /// Keys to delete, packed.
+        #[serde(skip)]
+        deletes: Arc<Vec<u8>>,
+        /// How many.
+        removed: usize,
+    },
+    /// Commit: fill the inactive revision with these slots and flip to it.
+    SetRevision {
+        /// The revision written and activated.
+        revision: u32,
+        /// The slots, in run order.
+        slots: Vec<PlannedSlot>,
+        /// Why.
+        change: SlotChange,
+    },
+    /// Commit: point one live slot at a new program instance (one prog-array write).
+    ReplaceSlot {
+        /// The function.
+        function: String,
+        /// Its index in the active revision.
+        index: u32,
+    },
+    /// Commit: attach the root through a new pinned link.
+    Attach {
+        /// Requested mode.
+        mode: XdpMode,
+        /// Whether a link existed (defunct, or in the wrong mode) and is replaced.
+        replace: bool,
+    },
+    /// Cleanup: empty a revision.
+    ClearRevision {
+        /// The revision.
+        revision: u32,
+    },
+    /// Cleanup: unpin a function no longer in the chain.
+    UnloadFunction {
+        /// The function.
+        function: String,
+    },
+    /// Cleanup: detach the root and unpin everything of the chain.
+    DestroyChain,
+}
+
+impl Action {
+    /// The phase the action belongs to.
+    pub fn phase(&self) -> Phase {
+        match self {
+            Action::ResetChain | Action::CreateChain | Action::LoadFunction { .. } => Phase::Build,
+            Action::ManageMap { .. }
+            | Action::UpdateEntries { .. }
+            | Action::UnmanageMap { .. }
+            | Action::SetRevision { .. }
+            | Action::ReplaceSlot { .. }
+            | Action::Attach { .. } => Phase::Commit,
+            Action::ClearRevision { .. } | Action::UnloadFunction { .. } | Action::DestroyChain => {
+                Phase::Cleanup
+            }
+        }
+    }
+}
+
+/// The three phases of a chain's actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Nothing live changes.
+    Build,
+    /// Live changes, each atomic or undoable.
+    Commit,
+    /// Releasing what is no longer used.
+    Cleanup,
+}
+
+/// Plans every chain of `desired` and `observed`.
+pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &PlanOptions) -> Plan {
+    let keys: BTreeSet<&ChainKey> = desired
+        .chains
+        .keys()
+        .chain(observed.chains.keys())
+        .collect();
+    let chains = keys
+        .into_iter()
+        .filter_map(|key| {
+            let plan = plan_chain(
+                key,
+                desired.chains.get(key),
+                observed.chains.get(key),
+                observed
+                    .interfaces
+                    .get(&(key.netns.clone(), key.interface.clone())),
+                opts,
+            );
+            (!plan.actions.is_empty() || plan.blocked.is_some()).then_some(plan)
+        })
+        .collect();
+    Plan { chains }
+}
+
+fn plan_chain(
+    key: &ChainKey,
+    desired: Option<&DesiredChain>,
+    observed: Option<&ObservedChain>,
+    iface: Option<&InterfaceState>,
+    opts: &PlanOptions,
+) -> ChainPlan {
+    let mut out = ChainPlan {
+        key: key.clone(),
+        blocked: None,
+        actions: Vec::new(),
+    };
+    let desired = desired.filter(|d| !d.functions.is_empty());
+    let Some(desired) = desired else {
+        if observed.is_some() {
+            out.actions.push(Action::DestroyChain);
+        }
+        return out;
+    };
+    if let Some(blocked) = check_blocked(key, desired, observed, iface) {
+        out.blocked = Some(blocked);
+        return out;
+    }
+    let empty = ObservedChain::default();
+    let (obs, creating) = match observed {
+        Some(o) if o.complete => (o, false),
+        // A chain dir missing maps or its root cannot be trusted: rebuild it.
+        Some(_) => {
+            out.actions.push(Action::ResetChain);
+            (&empty, true)
+        }
+        None => (&empty, true),
+    };
+    if creating {
+        out.actions.push(Action::CreateChain);
+    }
+
+    // fn_ids: keep each surviving function's row; new ones take rows no
+    // observed function uses, so a row being drained is never reused at once.
+    let used: BTreeSet<u32> = obs
+        .functions
+        .values()
+        .filter_map(|f| f.meta.map(|m| m.fn_id))
+        .collect();
+    let mut free = (0..limits::MAX_SLOTS as u32).filter(|id| !used.contains(id));
+    let mut fn_ids = BTreeMap::new();
+    let mut by_name: Vec<&DesiredFunction> = desired.functions.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    for f in &by_name {
+        let kept = obs
+            .functions
+            .get(&f.name)
+            .and_then(|o| o.meta)
+            .map(|m| m.fn_id);
+        let id = kept.or_else(|| free.next()).unwrap_or_else(|| {
+            // More than MAX_SLOTS functions ever coexisting: reuse a row of a
+            // function being removed (check_blocked capped the count).
+            (0..limits::MAX_SLOTS as u32)
+                .find(|id| !fn_ids.values().any(|v| v == id))
+                .unwrap_or(0)
+        });
+        fn_ids.insert(f.name.as_str(), id);
+    }
+
+    // Per function: load a new instance, or bring its live maps up to date.
+    let mut loads: BTreeSet<&str> = BTreeSet::new();
+    let mut commits = Vec::new();
+    for f in &by_name {
+        let fn_id = fn_ids[f.name.as_str()];
+        match obs.functions.get(&f.name) {
+            None => {
+                out.actions.push(load_action(f, fn_id, LoadReason::New));
+                loads.insert(&f.name);
+            }
+            Some(o) => match needs_load(f, o, opts) {
+                Some(reason) => {
+                    out.actions.push(load_action(f, fn_id, reason));
+                    loads.insert(&f.name);
+                }
+                None => commits.extend(map_actions(f, o)),
+            },
+        }
+    }
+    out.actions.extend(commits);
+
+    // Slots: one revision flip when the sequence changes, else slot
+    // replacements for swapped programs.
+    let slots: Vec<PlannedSlot> = desired
+        .functions
+        .iter()
+        .map(|f| PlannedSlot {
+            function: f.name.clone(),
+            fn_id: fn_ids[f.name.as_str()],
+            proceed_on: f.proceed_on,
+        })
+        .collect();
+    let live: Option<Vec<PlannedSlot>> = obs
+        .active
+        .iter()
+        .map(|s| {
+            let name = obs.function_by_prog(s.prog_id?)?;
+            Some(PlannedSlot {
+                function: name.to_owned(),
+                fn_id: s.fn_id,
+                proceed_on: s.proceed_on,
+            })
+        })
+        .collect();
+    let inactive = obs.active_rev ^ 1;
+    let mut flipped = false;
+    if live.as_ref() != Some(&slots) {
+        let change = match (&live, creating) {
+            (_, true) => SlotChange::Created,
+            // A slot holds a program kfd did not pin there, or is empty mid-chain.
+            (None, false) => SlotChange::Repair,
+            (Some(_), false) => SlotChange::Changed,
+        };
+        out.actions.push(Action::SetRevision {
+            revision: inactive,
+            slots,
+            change,
+        });
+        flipped = true;
+    } else {
+        for (index, s) in slots.iter().enumerate() {
+            if loads.contains(s.function.as_str()) {
+                out.actions.push(Action::ReplaceSlot {
+                    function: s.function.clone(),
+                    index: index as u32,
+                });
+            }
+        }
+    }
+
+    // The root's link.
+    let attached_ok = obs.link.is_some_and(|l| {
+        l.ifindex != 0
+            && Some(l.prog_id) == obs.root_prog_id
+            && matches!(iface, Some(InterfaceState::Present { ifindex, .. }) if *ifindex == l.ifindex)
+    });
+    let mode_ok = match iface {
+        Some(InterfaceState::Present { xdp, .. }) if key.hook == Hook::Xdp => xdp
+            .iter()
+            .any(|(mode, id)| Some(*id) == obs.root_prog_id && desired.xdp_mode.accepts(*mode)),
+        _ => true,
+    };
+    if creating || !attached_ok || !mode_ok {
+        out.actions.push(Action::Attach {
+            mode: desired.xdp_mode,
+            replace: obs.link.is_some(),
+        });
+    }
+
+    // Cleanup.
+    // A new chain's other revision is empty already.
+    if (flipped && !creating) || obs.inactive_used {
+        out.actions.push(Action::ClearRevision {
+            revision: if flipped { obs.active_rev } else { inactive },
+        });
+    }
+    for name in obs.functions.keys() {
+        if !desired.functions.iter().any(|f| &f.name == name) {
+            out.actions.push(Action::UnloadFunction {
+                function: name.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn check_blocked(
+    key: &ChainKey,
+    desired: &DesiredChain,
+    observed: Option<&ObservedChain>,
+    iface: Option<&InterfaceState>,
+) -> Option<Blocked> {
+    if key.hook != Hook::Xdp {
+        return Some(Blocked::HookUnsupported);
+    }
+    if desired.functions.len() > limits::MAX_SLOTS {
+        return Some(Blocked::TooManyFunctions {
+            count: desired.functions.len(),
+        });
+    }
+    if let Some(pos) = desired.functions.iter().position(|f| !f.program.uses_abi)
+        && let Some(next) = desired.functions.get(pos + 1)
+    {
+        return Some(Blocked::NonAbiNotLast {
+            function: desired.functions[pos].name.clone(),
+            next: next.name.clone(),
+        });
+    }
+    match iface {
+        None | Some(InterfaceState::Missing) => Some(Blocked::InterfaceMissing),
+        Some(InterfaceState::Present { xdp, .. }) => {
+            let ours = observed.and_then(|o| o.root_prog_id);
+            xdp.iter()
+                .find(|(_, id)| Some(*id) != ours)
+                .map(|(_, id)| Blocked::ForeignProgram { prog_id: *id })
+        }
+    }
+}
+
+fn load_action(f: &DesiredFunction, fn_id: u32, reason: LoadReason) -> Action {
+    Action::LoadFunction {
+        function: f.name.clone(),
+        fn_id,
+        reason,
+        fills: f
+            .maps
+            .iter()
+            .map(|(n, m)| (n.clone(), m.entries.len()))
+            .collect(),
+    }
+}
+
+/// Whether the live instance must be replaced, and why.
+fn needs_load(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) -> Option<LoadReason> {
+    let repair = |detail: String| Some(LoadReason::Repair { detail });
+    let Some(meta) = o.meta else {
+        return repair("its load record (meta) is missing".into());
+    };
+    if o.prog_id.is_none() {
+        return repair("its program pin is missing".into());
+    }
+    if meta.code_digest != f.program.digest {
+        return Some(LoadReason::CodeChanged);
+    }
+    if meta.globals_digest != f.globals_digest {
+        return Some(LoadReason::GlobalsChanged);
+    }
+    // Every map of the object must be pinned (as config or state) and fit.
+    for (name, shape) in &f.program.maps {
+        let pinned = o.maps.get(name).or_else(|| o.state.get(name));
+        match pinned {
+            None => return repair(format!("map {name} is no longer pinned")),
+            Some(p) if p.shape != *shape => {
+                return repair(format!(
+                    "pinned map {name} no longer fits the object: {}",
+                    p.shape.mismatch(shape).unwrap_or_default()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, m) in &f.maps {
+        if m.update == UpdateMode::Swap && !map_type::is_map_in_map(m.shape.map_type) {
+            let diff = diff_for(name, f, o);
+            if diff.as_ref().is_some_and(|d| !d.is_empty()) {
+                return Some(LoadReason::MapsSwap {
+                    map: name.clone(),
+                    detail: "update: swap".into(),
+                });
+            }
+        }
+        if m.update == UpdateMode::Auto
+            && let Some(diff) = diff_for(name, f, o)
+        {
+            let base = m.entries.len().max(observed_len(name, o)).max(1);
+            let changed = diff.write_count();
+            if changed > 0
+                && (changed as f64) > opts.swap_threshold * base as f64
+                && base >= SWAP_MIN_ENTRIES
+            {
+                return Some(LoadReason::MapsSwap {
+                    map: name.clone(),
+                    detail: format!("{} of {} entries changed", group(changed), group(base)),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Below this many entries a swap never pays for itself.
+const SWAP_MIN_ENTRIES: usize = 1024;
+
+fn observed_len(name: &str, o: &ObservedFunction) -> usize {
+    o.maps
+        .get(name)
+        .or_else(|| o.state.get(name))
+        .and_then(|m| m.entries.as_ref())
+        .map_or(0, EntrySet::len)
+}
+
+fn diff_for(name: &str, f: &DesiredFunction, o: &ObservedFunction) -> Option<EntryDiff> {
+    let want = &f.maps.get(name)?.entries;
+    let have = o
+        .maps
+        .get(name)
+        .or_else(|| o.state.get(name))?
+        .entries
+        .as_ref()?;
+    Some(normalized(want, have, f.maps[name].shape.is_array()))
+}
+
+fn normalized(want: &EntrySet, have: &EntrySet, is_array: bool) -> EntryDiff {
+    if is_array {
+        // Arrays cannot delete: a zero value is "absent" on both sides.
+        want.without_zero_values()
+            .diff_from(&have.without_zero_values())
+    } else {
+        want.diff_from(have)
+    }
+}
+
+/// Entry updates for a function whose program stays.
+fn map_actions(f: &DesiredFunction, o: &ObservedFunction) -> Vec<Action> {
+    let mut out = Vec::new();
+    for (name, m) in &f.maps {
+        let (have, managed) = match (o.maps.get(name), o.state.get(name)) {
+            (Some(have), _) => (have, true),
+            (None, Some(have)) => (have, false),
+            (None, None) => continue, // needs_load caught it
+        };
+        if !managed {
+            out.push(Action::ManageMap {
+                function: f.name.clone(),
+                map: name.clone(),
+            });
+        }
+        let Some(entries) = &have.entries else {
+            continue;
+        };
+        let diff = normalized(&m.entries, entries, m.shape.is_array());
+        if diff.is_empty() {
+            continue;
+        }
+        let total = m.entries.len();
+        let changed = diff.write_count();
+        out.push(Action::UpdateEntries {
+            function: f.name.clone(),
+            map: name.clone(),
+            added: diff.added,
+            changed: diff.upserts.len() - diff.added,
+            removed: diff.delete_count(),
+            total,
+            strategy: Strategy::Entries,
+            reason: format!(
+                "{} of {} changed{}",
+                group(changed),
+                group(total.max(entries.len())),
+                match m.update {
+                    UpdateMode::Entries => " (update: entries)",
+                    _ => "",
+                }
+            ),
+            diff: Arc::new(diff),
+        });
+    }
+    for (name, have) in &o.maps {
+        if f.maps.contains_key(name) {
+            continue;
+        }
+        let keys = have
+            .entries
+            .as_ref()
+            .map(|e| {
+                if have.shape.is_array() {
+                    e.without_zero_values()
+                } else {
+                    e.clone()
+                }
+            })
+            .map(|e| e.packed_keys().to_vec())
+            .unwrap_or_default();
+        let removed = keys.len() / (have.shape.key_size.max(1) as usize);
+        out.push(Action::UnmanageMap {
+            function: f.name.clone(),
+            map: name.clone(),
+            deletes: Arc::new(keys),
+            removed,
+        });
+    }
+    out
+}
+
+/// 1234567 → "1,234,567".
+pub fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

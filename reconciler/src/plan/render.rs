@@ -1,0 +1,291 @@
+//! Plan output: text for people reviewing a change, JSON for tools.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{Action, Blocked, ChainPlan, LoadReason, Plan, SlotChange, group};
+use crate::desired::{DesiredState, EntryFormat, HexFormat};
+use crate::model::ChainKey;
+
+/// Entries listed per map before "… and N more".
+const SHOWN_ENTRIES: usize = 20;
+/// Entries listed per map in JSON before `truncated: true`.
+const JSON_ENTRIES: usize = 1000;
+
+fn format_for<'a>(
+    desired: &'a DesiredState,
+    key: &ChainKey,
+    function: &str,
+    map: &str,
+) -> &'a dyn EntryFormat {
+    desired
+        .chains
+        .get(key)
+        .and_then(|c| c.functions.iter().find(|f| f.name == function))
+        .and_then(|f| f.maps.get(map))
+        .map(|m| m.format.as_ref())
+        .unwrap_or(&HexFormat)
+}
+
+/// Why a chain is blocked, as a sentence.
+pub fn blocked_message(key: &ChainKey, b: &Blocked) -> String {
+    match b {
+        Blocked::InterfaceMissing => format!(
+            "interface {} does not exist{}: chain not converged",
+            key.interface,
+            key.netns
+                .as_ref()
+                .map(|n| format!(" in netns {n}"))
+                .unwrap_or_default()
+        ),
+        Blocked::ForeignProgram { prog_id } => format!(
+            "{} already runs program id {prog_id}, which kfd does not own: kfd will not replace it \
+             (detach it first, e.g. `ip link set dev {} xdp off`)",
+            key, key.interface
+        ),
+        Blocked::HookUnsupported => format!("hook {} is not supported by this kfd build", key.hook),
+        Blocked::TooManyFunctions { count } => format!(
+            "{count} functions on {key}: a chain holds at most {}",
+            crate::model::limits::MAX_SLOTS
+        ),
+        Blocked::NonAbiNotLast { function, next } => format!(
+            "function {function} does not use the kfd ABI (it never calls kf_next), so it can only run last \
+             in the chain, but {next} runs after it (give {function} a higher priority number)"
+        ),
+    }
+}
+
+fn reason_text(r: &LoadReason) -> String {
+    match r {
+        LoadReason::New => "new".into(),
+        LoadReason::CodeChanged => "program swap: code changed".into(),
+        LoadReason::GlobalsChanged => "program swap: globals changed".into(),
+        LoadReason::MapsSwap { map, detail } => format!("program swap: {map}: {detail}"),
+        LoadReason::Repair { detail } => format!("repair: {detail}"),
+    }
+}
+
+fn slot_line(slots: &[super::PlannedSlot]) -> String {
+    if slots.is_empty() {
+        return "(empty)".into();
+    }
+    slots
+        .iter()
+        .map(|s| s.function.as_str())
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// The plan as text, one block per chain.
+pub fn render_text(plan: &Plan, desired: &DesiredState) -> String {
+    let mut out = String::new();
+    for c in &plan.chains {
+        render_chain(&mut out, c, desired);
+    }
+    out
+}
+
+fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
+    let _ = writeln!(out, "chain {}:", c.key);
+    if let Some(b) = &c.blocked {
+        let _ = writeln!(out, "  ! blocked: {}", blocked_message(&c.key, b));
+        return;
+    }
+    for a in &c.actions {
+        match a {
+            Action::ResetChain => {
+                let _ = writeln!(
+                    out,
+                    "  ! reset chain: its maps or root are missing; rebuilding"
+                );
+            }
+            Action::CreateChain => {
+                let _ = writeln!(out, "  + create chain (root program, chain maps)");
+            }
+            Action::LoadFunction {
+                function,
+                fn_id,
+                reason,
+                fills,
+            } => {
+                let fills: Vec<String> = fills
+                    .iter()
+                    .map(|(m, n)| {
+                        format!(
+                            "{m} ← {} entr{}",
+                            group(*n),
+                            if *n == 1 { "y" } else { "ies" }
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  + load {function} [{}] (stats row {fn_id}){}",
+                    reason_text(reason),
+                    if fills.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", fills.join(", "))
+                    }
+                );
+            }
+            Action::ManageMap { function, map } => {
+                let _ = writeln!(
+                    out,
+                    "  ~ {function} {map}: now configured (kfd writes it from now on)"
+                );
+            }
+            Action::UpdateEntries {
+                function,
+                map,
+                diff,
+                added,
+                changed,
+                removed,
+                strategy,
+                reason,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  ~ {function} {map}: {}: {reason} (+{} ~{} -{})",
+                    strategy.as_str(),
+                    group(*added),
+                    group(*changed),
+                    group(*removed)
+                );
+                let fmt = format_for(desired, &c.key, function, map);
+                let mut shown = 0;
+                for (k, v) in diff.upserts.iter().take(SHOWN_ENTRIES) {
+                    let _ = writeln!(out, "      + {} = {}", fmt.key(k), fmt.value(v));
+                    shown += 1;
+                }
+                let ks = diff.upserts.key_size().max(1);
+                for k in diff
+                    .deletes
+                    .chunks(ks)
+                    .take(SHOWN_ENTRIES.saturating_sub(shown))
+                {
+                    let _ = writeln!(out, "      - {}", fmt.key(k));
+                    shown += 1;
+                }
+                let total = diff.write_count();
+                if total > shown {
+                    let _ = writeln!(out, "      … and {} more", group(total - shown));
+                }
+            }
+            Action::UnmanageMap {
+                function,
+                map,
+                removed,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  ~ {function} {map}: no longer configured: remove its {} entr{} (kfd stops writing it)",
+                    group(*removed),
+                    if *removed == 1 { "y" } else { "ies" }
+                );
+            }
+            Action::SetRevision {
+                revision,
+                slots,
+                change,
+            } => {
+                let why = match change {
+                    SlotChange::Created => "",
+                    SlotChange::Changed => "",
+                    SlotChange::Repair => " [repair: live slots differ]",
+                };
+                let _ = writeln!(
+                    out,
+                    "  ~ chain order: {} (fill revision {revision}, then flip){why}",
+                    slot_line(slots)
+                );
+            }
+            Action::ReplaceSlot { function, index } => {
+                let _ = writeln!(out, "  ~ swap {function} into slot {index}");
+            }
+            Action::Attach { mode, replace } => {
+                let _ = writeln!(
+                    out,
+                    "  + attach root to {} (xdp_mode {}){}",
+                    c.key.interface,
+                    mode.as_str(),
+                    if *replace {
+                        " [replacing a defunct or mismatched link]"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Action::ClearRevision { revision } => {
+                let _ = writeln!(out, "  - clear revision {revision}");
+            }
+            Action::UnloadFunction { function } => {
+                let _ = writeln!(out, "  - unload {function}");
+            }
+            Action::DestroyChain => {
+                let _ = writeln!(out, "  - remove chain (detach root, unpin everything)");
+            }
+        }
+    }
+}
+
+/// The plan as JSON: the actions as serialized, with entry diffs listed
+/// (decoded, up to a cap per map).
+pub fn render_json(plan: &Plan, desired: &DesiredState) -> Value {
+    let chains: Vec<Value> = plan
+        .chains
+        .iter()
+        .map(|c| {
+            let actions: Vec<Value> = c
+                .actions
+                .iter()
+                .map(|a| {
+                    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+                    if let Action::UpdateEntries {
+                        function,
+                        map,
+                        diff,
+                        ..
+                    } = a
+                    {
+                        let fmt = format_for(desired, &c.key, function, map);
+                        let upserts: Vec<Value> = diff
+                            .upserts
+                            .iter()
+                            .take(JSON_ENTRIES)
+                            .map(|(k, val)| json!({"key": fmt.key(k), "value": fmt.value(val)}))
+                            .collect();
+                        let ks = diff.upserts.key_size().max(1);
+                        let deletes: Vec<Value> = diff
+                            .deletes
+                            .chunks(ks)
+                            .take(JSON_ENTRIES)
+                            .map(|k| Value::String(fmt.key(k)))
+                            .collect();
+                        v["upserts"] = Value::Array(upserts);
+                        v["deletes"] = Value::Array(deletes);
+                        v["truncated"] = Value::Bool(
+                            diff.upserts.len() > JSON_ENTRIES || diff.delete_count() > JSON_ENTRIES,
+                        );
+                    }
+                    v
+                })
+                .collect();
+            let mut chain = json!({
+                "interface": c.key.interface,
+                "hook": c.key.hook,
+                "netns": c.key.netns,
+                "actions": actions,
+            });
+            if let Some(b) = &c.blocked {
+                chain["blocked"] = json!({"detail": blocked_message(&c.key, b), "kind": b});
+            }
+            chain
+        })
+        .collect();
+    json!({ "in_sync": plan.in_sync(), "chains": chains })
+}

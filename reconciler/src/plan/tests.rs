@@ -1,0 +1,820 @@
+//! Planner fixtures: desired + observed → expected actions. Plain data only.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::*;
+use crate::desired::{DesiredMap, HexFormat, ProgramImage, ProgramOrigin};
+use crate::entries::EntrySet;
+use crate::model::{Digest, MapShape, Source, map_type};
+use crate::state::model::{FnMeta, ObservedLink, ObservedMap, ObservedSlot};
+
+const LPM: MapShape = MapShape {
+    map_type: map_type::LPM_TRIE,
+    key_size: 8,
+    value_size: 1,
+    max_entries: 1 << 21,
+    map_flags: 1,
+};
+const STATE: MapShape = MapShape {
+    map_type: map_type::LRU_HASH,
+    key_size: 20,
+    value_size: 16,
+    max_entries: 65536,
+    map_flags: 0,
+};
+const ARRAY: MapShape = MapShape {
+    map_type: map_type::ARRAY,
+    key_size: 4,
+    value_size: 16,
+    max_entries: 1,
+    map_flags: 0,
+};
+
+fn digest(b: u8) -> Digest {
+    [b; 32]
+}
+
+fn image(code: u8, uses_abi: bool) -> Arc<ProgramImage> {
+    let mut maps = BTreeMap::new();
+    maps.insert("deny_v4".to_owned(), LPM);
+    maps.insert("buckets".to_owned(), STATE);
+    maps.insert("cfg".to_owned(), ARRAY);
+    Arc::new(ProgramImage {
+        origin: ProgramOrigin::Builtin("test".into()),
+        symbol: "test".into(),
+        bytes: Arc::from(&b""[..]),
+        digest: digest(code),
+        uses_abi,
+        maps,
+    })
+}
+
+/// deny_v4 keys: (prefixlen 32, 10.0.0.i).
+fn deny(ips: &[u8]) -> EntrySet {
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for ip in ips {
+        keys.extend_from_slice(&32u32.to_ne_bytes());
+        keys.extend_from_slice(&[10, 0, 0, *ip]);
+        values.push(1);
+    }
+    EntrySet::from_unsorted(8, 1, keys, values).expect("unique")
+}
+
+fn src() -> Source {
+    Source {
+        file: "10-test.yaml".into(),
+        line: 1,
+        col: 1,
+    }
+}
+
+fn func(name: &str, priority: u32, ips: &[u8]) -> DesiredFunction {
+    let mut maps = BTreeMap::new();
+    maps.insert(
+        "deny_v4".to_owned(),
+        DesiredMap {
+            shape: LPM,
+            update: UpdateMode::Auto,
+            entries: Arc::new(deny(ips)),
+            source: src(),
+            format: Arc::new(HexFormat),
+        },
+    );
+    DesiredFunction {
+        name: name.into(),
+        priority,
+        source: src(),
+        program: image(1, true),
+        proceed_on: 1 << 2,
+        globals: Vec::new(),
+        globals_digest: digest(0),
+        maps,
+    }
+}
+
+fn key(ifname: &str) -> ChainKey {
+    ChainKey {
+        netns: None,
+        interface: ifname.into(),
+        hook: Hook::Xdp,
+    }
+}
+
+fn desired(functions: Vec<DesiredFunction>) -> DesiredState {
+    let mut functions = functions;
+    functions.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+    let mut d = DesiredState::default();
+    d.chains.insert(
+        key("eth0"),
+        DesiredChain {
+            xdp_mode: XdpMode::Auto,
+            settings: None,
+            functions,
+        },
+    );
+    d
+}
+
+const IFINDEX: u32 = 7;
+const ROOT: u32 = 900;
+
+fn present(xdp: Vec<(XdpMode, u32)>) -> InterfaceState {
+    InterfaceState::Present {
+        ifindex: IFINDEX,
+        xdp,
+    }
+}
+
+fn no_chains_iface_up() -> ObservedState {
+    let mut o = ObservedState::default();
+    o.interfaces.insert((None, "eth0".into()), present(vec![]));
+    o
+}
+
+/// What apply leaves behind for `d`, as observe would read it.
+fn applied(d: &DesiredState) -> ObservedState {
+    let plan = plan(d, &no_chains_iface_up(), &PlanOptions::default());
+    simulate(&plan, d, &no_chains_iface_up())
+}
+
+/// A model of `apply`: the observed state after executing `plan`.
+fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedState {
+    let mut o = before.clone();
+    let mut next_id = 1000
+        + o.chains
+            .values()
+            .map(|c| c.functions.len() as u32 * 10)
+            .sum::<u32>();
+    for cp in &plan.chains {
+        assert!(cp.blocked.is_none(), "simulate only unblocked plans");
+        let want = d.chains.get(&cp.key);
+        for a in &cp.actions {
+            match a {
+                Action::ResetChain => {
+                    o.chains.remove(&cp.key);
+                }
+                Action::CreateChain => {
+                    o.chains.insert(
+                        cp.key.clone(),
+                        ObservedChain {
+                            dir: "x".into(),
+                            complete: true,
+                            root_prog_id: Some(ROOT),
+                            ..Default::default()
+                        },
+                    );
+                }
+                Action::LoadFunction {
+                    function, fn_id, ..
+                } => {
+                    let f = want
+                        .unwrap()
+                        .functions
+                        .iter()
+                        .find(|f| &f.name == function)
+                        .unwrap();
+                    let c = o.chains.get_mut(&cp.key).unwrap();
+                    let old_state = c
+                        .functions
+                        .get(function)
+                        .map(|f| f.state.clone())
+                        .unwrap_or_default();
+                    next_id += 1;
+                    let maps = f
+                        .maps
+                        .iter()
+                        .map(|(n, m)| {
+                            (
+                                n.clone(),
+                                ObservedMap {
+                                    shape: m.shape,
+                                    entries: Some((*m.entries).clone()),
+                                },
+                            )
+                        })
+                        .collect();
+                    let state = f
+                        .program
+                        .maps
+                        .iter()
+                        .filter(|(n, _)| !f.maps.contains_key(*n))
+                        .map(|(n, s)| {
+                            let kept = old_state.get(n).filter(|m| m.shape == *s).cloned();
+                            (
+                                n.clone(),
+                                kept.unwrap_or(ObservedMap {
+                                    shape: *s,
+                                    entries: None,
+                                }),
+                            )
+                        })
+                        .collect();
+                    c.functions.insert(
+                        function.clone(),
+                        ObservedFunction {
+                            prog_id: Some(next_id),
+                            meta: Some(FnMeta {
+                                fn_id: *fn_id,
+                                code_digest: f.program.digest,
+                                globals_digest: f.globals_digest,
+                            }),
+                            maps,
+                            state,
+                        },
+                    );
+                }
+                Action::ManageMap { function, map } => {
+                    let f = o
+                        .chains
+                        .get_mut(&cp.key)
+                        .unwrap()
+                        .functions
+                        .get_mut(function)
+                        .unwrap();
+                    let m = f.state.remove(map).unwrap();
+                    f.maps.insert(map.clone(), m);
+                }
+                Action::UpdateEntries {
+                    function,
+                    map,
+                    diff,
+                    ..
+                } => {
+                    let f = o
+                        .chains
+                        .get_mut(&cp.key)
+                        .unwrap()
+                        .functions
+                        .get_mut(function)
+                        .unwrap();
+                    let entries = f.maps.get_mut(map).unwrap().entries.as_mut().unwrap();
+                    for (k, v) in diff.upserts.iter() {
+                        entries.insert(k, v);
+                    }
+                    let mut rest = EntrySet::new(entries.key_size(), entries.value_size());
+                    for (k, v) in entries.iter() {
+                        if !diff.deletes.chunks(entries.key_size()).any(|d| d == k) {
+                            rest.insert(k, v);
+                        }
+                    }
+                    *entries = rest;
+                }
+                Action::UnmanageMap { function, map, .. } => {
+                    let f = o
+                        .chains
+                        .get_mut(&cp.key)
+                        .unwrap()
+                        .functions
+                        .get_mut(function)
+                        .unwrap();
+                    let mut m = f.maps.remove(map).unwrap();
+                    m.entries = m
+                        .entries
+                        .map(|e| EntrySet::new(e.key_size(), e.value_size()));
+                    f.state.insert(map.clone(), m);
+                }
+                Action::SetRevision {
+                    revision, slots, ..
+                } => {
+                    let c = o.chains.get_mut(&cp.key).unwrap();
+                    // The revision left behind holds whatever was active.
+                    let old_used = !c.active.is_empty();
+                    c.active = slots
+                        .iter()
+                        .map(|s| ObservedSlot {
+                            prog_id: c.functions[&s.function].prog_id,
+                            proceed_on: s.proceed_on,
+                            fn_id: s.fn_id,
+                        })
+                        .collect();
+                    c.active_rev = *revision;
+                    c.inactive_used = old_used;
+                }
+                Action::ReplaceSlot { function, index } => {
+                    let c = o.chains.get_mut(&cp.key).unwrap();
+                    c.active[*index as usize].prog_id = c.functions[function].prog_id;
+                }
+                Action::Attach { mode, .. } => {
+                    let c = o.chains.get_mut(&cp.key).unwrap();
+                    c.link = Some(ObservedLink {
+                        id: 1,
+                        prog_id: ROOT,
+                        ifindex: IFINDEX,
+                    });
+                    let actual = if *mode == XdpMode::Generic {
+                        XdpMode::Generic
+                    } else {
+                        XdpMode::Native
+                    };
+                    o.interfaces.insert(
+                        (cp.key.netns.clone(), cp.key.interface.clone()),
+                        present(vec![(actual, ROOT)]),
+                    );
+                }
+                Action::ClearRevision { .. } => {
+                    o.chains.get_mut(&cp.key).unwrap().inactive_used = false;
+                }
+                Action::UnloadFunction { function } => {
+                    o.chains
+                        .get_mut(&cp.key)
+                        .unwrap()
+                        .functions
+                        .remove(function);
+                }
+                Action::DestroyChain => {
+                    o.chains.remove(&cp.key);
+                    o.interfaces.insert(
+                        (cp.key.netns.clone(), cp.key.interface.clone()),
+                        present(vec![]),
+                    );
+                }
+            }
+        }
+    }
+    o
+}
+
+fn names(plan: &Plan) -> Vec<String> {
+    plan.chains
+        .iter()
+        .flat_map(|c| c.actions.iter())
+        .map(|a| match a {
+            Action::ResetChain => "reset".into(),
+            Action::CreateChain => "create".into(),
+            Action::LoadFunction {
+                function, reason, ..
+            } => format!("load {function} {reason:?}"),
+            Action::ManageMap { function, map } => format!("manage {function}.{map}"),
+            Action::UpdateEntries {
+                function,
+                map,
+                added,
+                changed,
+                removed,
+                ..
+            } => format!("entries {function}.{map} +{added} ~{changed} -{removed}"),
+            Action::UnmanageMap {
+                function,
+                map,
+                removed,
+                ..
+            } => format!("unmanage {function}.{map} -{removed}"),
+            Action::SetRevision {
+                revision,
+                slots,
+                change,
+            } => format!(
+                "revision {revision} [{}] {change:?}",
+                slots
+                    .iter()
+                    .map(|s| format!("{}#{}", s.function, s.fn_id))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            Action::ReplaceSlot { function, index } => format!("replace {function}@{index}"),
+            Action::Attach { mode, replace } => {
+                format!("attach {} replace={replace}", mode.as_str())
+            }
+            Action::ClearRevision { revision } => format!("clear {revision}"),
+            Action::UnloadFunction { function } => format!("unload {function}"),
+            Action::DestroyChain => "destroy".into(),
+        })
+        .collect()
+}
+
+fn run(d: &DesiredState, o: &ObservedState) -> Plan {
+    plan(d, o, &PlanOptions::default())
+}
+
+/// Converging twice must be a no-op.
+fn assert_converges(d: &DesiredState, o: &ObservedState) {
+    let p = run(d, o);
+    let after = simulate(&p, d, o);
+    let again = run(d, &after);
+    assert!(
+        again.in_sync(),
+        "not in sync after applying the plan: {:?}",
+        names(&again)
+    );
+}
+
+#[test]
+fn nothing_desired_nothing_live_is_in_sync() {
+    let p = run(&DesiredState::default(), &ObservedState::default());
+    assert!(p.in_sync());
+    assert!(p.chains.is_empty());
+}
+
+#[test]
+fn new_chain_builds_then_commits_then_attaches() {
+    let d = desired(vec![
+        func("counter", 30, &[]),
+        func("blocklist", 10, &[1, 2]),
+        func("ratelimit", 20, &[]),
+    ]);
+    let p = run(&d, &no_chains_iface_up());
+    assert_eq!(
+        names(&p),
+        [
+            "create",
+            "load blocklist New",
+            "load counter New",
+            "load ratelimit New",
+            "revision 1 [blocklist#0 ratelimit#2 counter#1] Created",
+            "attach auto replace=false",
+        ]
+    );
+    let Action::LoadFunction { fills, .. } = &p.chains[0].actions[1] else {
+        panic!()
+    };
+    assert_eq!(fills, &[("deny_v4".to_owned(), 2)]);
+    // Phases never go backwards.
+    let phases: Vec<Phase> = p.chains[0].actions.iter().map(Action::phase).collect();
+    assert!(phases.windows(2).all(|w| w[0] <= w[1]), "{phases:?}");
+}
+
+#[test]
+fn converged_state_plans_nothing() {
+    let d = desired(vec![func("a", 10, &[1]), func("b", 20, &[2, 3])]);
+    let o = applied(&d);
+    let p = run(&d, &o);
+    assert!(p.in_sync(), "{:?}", names(&p));
+}
+
+#[test]
+fn priority_ties_are_broken_by_name() {
+    let d = desired(vec![
+        func("zeta", 10, &[]),
+        func("alpha", 10, &[]),
+        func("mid", 5, &[]),
+    ]);
+    let p = run(&d, &no_chains_iface_up());
+    assert!(
+        names(&p).contains(&"revision 1 [mid#1 alpha#0 zeta#2] Created".to_owned()),
+        "{:?}",
+        names(&p)
+    );
+}
+
+#[test]
+fn small_entry_change_is_entries_only() {
+    let o = applied(&desired(vec![func("bl", 10, &[1, 2, 3])]));
+    let d = desired(vec![func("bl", 10, &[2, 3, 4, 5])]);
+    let p = run(&d, &o);
+    assert_eq!(names(&p), ["entries bl.deny_v4 +2 ~0 -1"]);
+    let Action::UpdateEntries {
+        strategy, reason, ..
+    } = &p.chains[0].actions[0]
+    else {
+        panic!()
+    };
+    assert_eq!(*strategy, Strategy::Entries);
+    assert_eq!(reason, "3 of 4 changed");
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn reorder_flips_the_inactive_revision_and_clears_the_old_one() {
+    let o = applied(&desired(vec![func("a", 10, &[]), func("b", 20, &[])]));
+    let d = desired(vec![func("a", 30, &[]), func("b", 20, &[])]);
+    let p = run(&d, &o);
+    assert_eq!(names(&p), ["revision 0 [b#1 a#0] Changed", "clear 1"]);
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn removing_a_function_flips_then_unloads_it() {
+    let o = applied(&desired(vec![func("a", 10, &[]), func("b", 20, &[])]));
+    let d = desired(vec![func("b", 20, &[])]);
+    assert_eq!(
+        names(&run(&d, &o)),
+        ["revision 0 [b#1] Changed", "clear 1", "unload a"]
+    );
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn new_function_never_reuses_the_stats_row_of_one_being_removed() {
+    let o = applied(&desired(vec![func("a", 10, &[]), func("b", 20, &[])]));
+    let d = desired(vec![func("b", 20, &[]), func("c", 30, &[])]);
+    let p = run(&d, &o);
+    assert_eq!(
+        names(&p),
+        [
+            "load c New",
+            "revision 0 [b#1 c#2] Changed",
+            "clear 1",
+            "unload a"
+        ]
+    );
+}
+
+#[test]
+fn code_change_is_a_program_swap_in_place() {
+    let o = applied(&desired(vec![func("a", 10, &[1]), func("b", 20, &[])]));
+    let mut changed = func("b", 20, &[]);
+    changed.program = image(2, true);
+    let d = desired(vec![func("a", 10, &[1]), changed]);
+    assert_eq!(names(&run(&d, &o)), ["load b CodeChanged", "replace b@1"]);
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn globals_change_is_a_program_swap() {
+    let o = applied(&desired(vec![func("a", 10, &[])]));
+    let mut g = func("a", 10, &[]);
+    g.globals_digest = digest(9);
+    assert_eq!(
+        names(&run(&desired(vec![g]), &o)),
+        ["load a GlobalsChanged", "replace a@0"]
+    );
+}
+
+#[test]
+fn bulk_change_above_threshold_swaps_the_program() {
+    let many: Vec<u8> = (0..=255).collect();
+    let big = |ips: &[u8]| {
+        let mut f = func("bl", 10, &[]);
+        let mut keys = Vec::new();
+        for hi in 0..8u8 {
+            for ip in ips {
+                keys.extend_from_slice(&32u32.to_ne_bytes());
+                keys.extend_from_slice(&[10, 0, hi, *ip]);
+            }
+        }
+        let n = keys.len() / 8;
+        let set = EntrySet::from_unsorted(8, 1, keys, vec![1; n]).unwrap();
+        Arc::get_mut(&mut f.maps.get_mut("deny_v4").unwrap().entries).map(|e| *e = set);
+        f
+    };
+    let o = applied(&desired(vec![big(&many[..128])]));
+    let d = desired(vec![big(&many[128..])]);
+    let p = run(&d, &o);
+    let n = names(&p);
+    assert_eq!(n.len(), 2, "{n:?}");
+    assert!(n[0].starts_with("load bl MapsSwap"), "{n:?}");
+    let Action::LoadFunction {
+        reason: LoadReason::MapsSwap { detail, .. },
+        ..
+    } = &p.chains[0].actions[0]
+    else {
+        panic!()
+    };
+    assert_eq!(detail, "2,048 of 1,024 entries changed");
+    assert_eq!(n[1], "replace bl@0");
+    assert_converges(&d, &o);
+    // update: entries forces entry-by-entry however large.
+    let mut forced = big(&many[128..]);
+    forced.maps.get_mut("deny_v4").unwrap().update = UpdateMode::Entries;
+    assert_eq!(
+        names(&run(&desired(vec![forced]), &o)),
+        ["entries bl.deny_v4 +1024 ~0 -1024"]
+    );
+}
+
+#[test]
+fn update_swap_forces_a_program_swap_for_any_change() {
+    let o = applied(&desired(vec![func("bl", 10, &[1])]));
+    let mut f = func("bl", 10, &[1, 2]);
+    f.maps.get_mut("deny_v4").unwrap().update = UpdateMode::Swap;
+    assert_eq!(
+        names(&run(&desired(vec![f.clone()]), &o)),
+        [
+            "load bl MapsSwap { map: \"deny_v4\", detail: \"update: swap\" }",
+            "replace bl@0"
+        ]
+    );
+    // ...but not when nothing changed.
+    let mut same = func("bl", 10, &[1]);
+    same.maps.get_mut("deny_v4").unwrap().update = UpdateMode::Swap;
+    assert!(run(&desired(vec![same]), &o).in_sync());
+}
+
+#[test]
+fn hand_deleted_entries_are_drift_repaired() {
+    let d = desired(vec![func("bl", 10, &[1, 2, 3])]);
+    let mut o = applied(&d);
+    let entries = o
+        .chains
+        .get_mut(&key("eth0"))
+        .unwrap()
+        .functions
+        .get_mut("bl")
+        .unwrap()
+        .maps
+        .get_mut("deny_v4")
+        .unwrap();
+    entries.entries = Some(deny(&[1, 9]));
+    assert_eq!(names(&run(&d, &o)), ["entries bl.deny_v4 +2 ~0 -1"]);
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn a_slot_cleared_by_hand_is_repaired_by_a_flip() {
+    let d = desired(vec![func("a", 10, &[]), func("b", 20, &[])]);
+    let mut o = applied(&d);
+    o.chains.get_mut(&key("eth0")).unwrap().active[1].prog_id = None;
+    assert_eq!(
+        names(&run(&d, &o)),
+        ["revision 0 [a#0 b#1] Repair", "clear 1"]
+    );
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn a_program_replaced_by_hand_is_repaired() {
+    let d = desired(vec![func("a", 10, &[])]);
+    let mut o = applied(&d);
+    o.chains.get_mut(&key("eth0")).unwrap().active[0].prog_id = Some(4242);
+    assert_eq!(names(&run(&d, &o)), ["revision 0 [a#0] Repair", "clear 1"]);
+}
+
+#[test]
+fn a_removed_map_pin_rebuilds_the_function() {
+    let d = desired(vec![func("a", 10, &[1])]);
+    let mut o = applied(&d);
+    o.chains
+        .get_mut(&key("eth0"))
+        .unwrap()
+        .functions
+        .get_mut("a")
+        .unwrap()
+        .state
+        .remove("buckets");
+    let p = run(&d, &o);
+    assert_eq!(
+        names(&p),
+        [
+            "load a Repair { detail: \"map buckets is no longer pinned\" }",
+            "replace a@0"
+        ]
+    );
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn leftovers_in_the_inactive_revision_are_cleared() {
+    let d = desired(vec![func("a", 10, &[])]);
+    let mut o = applied(&d);
+    o.chains.get_mut(&key("eth0")).unwrap().inactive_used = true;
+    assert_eq!(names(&run(&d, &o)), ["clear 0"]);
+}
+
+#[test]
+fn a_defunct_link_is_reattached() {
+    let d = desired(vec![func("a", 10, &[])]);
+    let mut o = applied(&d);
+    o.chains
+        .get_mut(&key("eth0"))
+        .unwrap()
+        .link
+        .as_mut()
+        .unwrap()
+        .ifindex = 0;
+    o.interfaces.insert((None, "eth0".into()), present(vec![]));
+    assert_eq!(names(&run(&d, &o)), ["attach auto replace=true"]);
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn xdp_mode_change_reattaches() {
+    let d = desired(vec![func("a", 10, &[])]);
+    let o = applied(&d);
+    let mut generic = d.clone();
+    generic.chains.get_mut(&key("eth0")).unwrap().xdp_mode = XdpMode::Generic;
+    assert_eq!(names(&run(&generic, &o)), ["attach generic replace=true"]);
+    assert_converges(&generic, &o);
+}
+
+#[test]
+fn a_foreign_program_blocks_the_chain_untouched() {
+    let d = desired(vec![func("a", 10, &[])]);
+    let mut o = no_chains_iface_up();
+    o.interfaces
+        .insert((None, "eth0".into()), present(vec![(XdpMode::Native, 77)]));
+    let p = run(&d, &o);
+    assert_eq!(
+        p.chains[0].blocked,
+        Some(Blocked::ForeignProgram { prog_id: 77 })
+    );
+    assert!(p.chains[0].actions.is_empty());
+    assert!(!p.in_sync());
+}
+
+#[test]
+fn a_missing_interface_blocks_the_chain() {
+    let d = desired(vec![func("a", 10, &[])]);
+    let p = run(&d, &ObservedState::default());
+    assert_eq!(p.chains[0].blocked, Some(Blocked::InterfaceMissing));
+}
+
+#[test]
+fn a_chain_dropped_from_config_is_destroyed() {
+    let o = applied(&desired(vec![func("a", 10, &[])]));
+    assert_eq!(names(&run(&DesiredState::default(), &o)), ["destroy"]);
+}
+
+#[test]
+fn an_incomplete_chain_is_rebuilt() {
+    let d = desired(vec![func("a", 10, &[])]);
+    let mut o = applied(&d);
+    o.chains.get_mut(&key("eth0")).unwrap().complete = false;
+    let n = names(&run(&d, &o));
+    assert_eq!(n[..2], ["reset".to_owned(), "create".to_owned()]);
+}
+
+#[test]
+fn a_non_abi_program_must_run_last() {
+    let mut third = func("third-party", 10, &[]);
+    third.program = image(5, false);
+    let d = desired(vec![third.clone(), func("after", 20, &[])]);
+    let p = run(&d, &no_chains_iface_up());
+    assert_eq!(
+        p.chains[0].blocked,
+        Some(Blocked::NonAbiNotLast {
+            function: "third-party".into(),
+            next: "after".into()
+        })
+    );
+    third.priority = 30;
+    assert!(
+        run(
+            &desired(vec![third, func("after", 20, &[])]),
+            &no_chains_iface_up()
+        )
+        .chains[0]
+            .blocked
+            .is_none()
+    );
+}
+
+#[test]
+fn more_functions_than_slots_is_blocked() {
+    let fs = (0..33).map(|i| func(&format!("f{i}"), 10, &[])).collect();
+    let p = run(&desired(fs), &no_chains_iface_up());
+    assert_eq!(
+        p.chains[0].blocked,
+        Some(Blocked::TooManyFunctions { count: 33 })
+    );
+}
+
+#[test]
+fn maps_entering_and_leaving_config_move_between_state_and_config() {
+    let d = desired(vec![func("a", 10, &[1, 2])]);
+    let o = applied(&d);
+    let mut without = func("a", 10, &[]);
+    without.maps.clear();
+    let p = run(&desired(vec![without.clone()]), &o);
+    assert_eq!(names(&p), ["unmanage a.deny_v4 -2"]);
+    let o2 = simulate(&p, &desired(vec![without]), &o);
+    let back = run(&d, &o2);
+    assert_eq!(
+        names(&back),
+        ["manage a.deny_v4", "entries a.deny_v4 +2 ~0 -0"]
+    );
+    assert_converges(&d, &o2);
+}
+
+#[test]
+fn arrays_treat_zero_as_absent() {
+    let mut f = func("rl", 10, &[]);
+    let mut zero = EntrySet::new(4, 16);
+    zero.insert(&0u32.to_ne_bytes(), &[0; 16]);
+    f.maps.insert(
+        "cfg".into(),
+        DesiredMap {
+            shape: ARRAY,
+            update: UpdateMode::Auto,
+            entries: Arc::new(zero),
+            source: src(),
+            format: Arc::new(HexFormat),
+        },
+    );
+    let d = desired(vec![f]);
+    let mut o = applied(&d);
+    // The kernel reports arrays without their zero elements.
+    o.chains
+        .get_mut(&key("eth0"))
+        .unwrap()
+        .functions
+        .get_mut("rl")
+        .unwrap()
+        .maps
+        .get_mut("cfg")
+        .unwrap()
+        .entries = Some(EntrySet::new(4, 16));
+    assert!(run(&d, &o).in_sync());
+}
+
+#[test]
+fn plans_are_deterministic() {
+    let d = desired(vec![
+        func("c", 10, &[3]),
+        func("a", 10, &[1]),
+        func("b", 5, &[2]),
+    ]);
+    let o = no_chains_iface_up();
+    assert_eq!(format!("{:?}", run(&d, &o)), format!("{:?}", run(&d, &o)));
+}

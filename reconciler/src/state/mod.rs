@@ -1,0 +1,302 @@
+//! Observed state: bpffs and the kernel → [`ObservedState`]. The only reader
+//! of live state; nothing here is remembered between runs.
+
+pub mod model;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::kernel::bpffs::{self, BpffsError};
+use crate::kernel::loader::shape_of;
+use crate::kernel::map::{ByteMap, MapError};
+use crate::kernel::netns::netns_path;
+use crate::kernel::sys::{self, SysError};
+use crate::kernel::xdp::{self, XdpError};
+use crate::layout::{BUILDING_SUFFIX, CHAIN_MAPS, FnPaths, Layout, parse_chain_dir_name};
+use crate::model::{ChainKey, XdpMode};
+use model::{
+    FnMeta, InterfaceState, ObservedChain, ObservedFunction, ObservedLink, ObservedMap,
+    ObservedSlot, ObservedState,
+};
+
+/// Slots per revision (the ABI's KF_MAX_SLOTS).
+pub const SLOTS_PER_REVISION: u32 = crate::model::limits::MAX_SLOTS as u32;
+
+/// Errors reading live state, naming what was being read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Listing or reading bpffs failed.
+    #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    /// A pinned map could not be read.
+    #[error("reading {path}: {source}")]
+    Map {
+        /// The pin.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: MapError,
+    },
+    /// A pinned program or link could not be read.
+    #[error("reading {path}: {source}")]
+    Pin {
+        /// The pin.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: SysError,
+    },
+    /// An interface could not be queried.
+    #[error(transparent)]
+    Interface(#[from] XdpError),
+}
+
+/// Reads everything kfd has pinned under `layout`'s root, and the state of the
+/// interfaces of those chains and of `also` (the desired chains).
+pub fn observe<'a>(
+    layout: &Layout,
+    also: impl IntoIterator<Item = &'a ChainKey>,
+) -> Result<ObservedState, StateError> {
+    let mut state = ObservedState::default();
+    for name in bpffs::list(layout.root())? {
+        let Some(key) = parse_chain_dir_name(&name) else {
+            continue;
+        };
+        if !layout.chain_dir(&key).is_dir() {
+            continue;
+        }
+        let chain = observe_chain(layout, &key, name)?;
+        state.chains.insert(key, chain);
+    }
+    let mut ifaces: BTreeSet<(Option<String>, String)> = state
+        .chains
+        .keys()
+        .map(|k| (k.netns.clone(), k.interface.clone()))
+        .collect();
+    ifaces.extend(
+        also.into_iter()
+            .map(|k| (k.netns.clone(), k.interface.clone())),
+    );
+    for (netns, ifname) in ifaces {
+        let st = interface_state(netns.as_deref(), &ifname)?;
+        state.interfaces.insert((netns, ifname), st);
+    }
+    Ok(state)
+}
+
+/// An interface's presence and XDP programs.
+pub fn interface_state(netns: Option<&str>, ifname: &str) -> Result<InterfaceState, StateError> {
+    let path = netns.map(netns_path);
+    if path.as_ref().is_some_and(|p| !p.exists()) {
+        return Ok(InterfaceState::Missing);
+    }
+    Ok(match xdp::query(path.as_deref(), ifname)? {
+        None => InterfaceState::Missing,
+        Some(q) => {
+            let mut progs = Vec::new();
+            progs.extend(q.attached.driver.map(|id| (XdpMode::Native, id)));
+            progs.extend(q.attached.generic.map(|id| (XdpMode::Generic, id)));
+            progs.extend(q.attached.offload.map(|id| (XdpMode::Native, id)));
+            InterfaceState::Present {
+                ifindex: q.ifindex,
+                xdp: progs,
+            }
+        }
+    })
+}
+
+fn open_map(path: &Path) -> Result<Option<ByteMap>, StateError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    ByteMap::from_pin(path)
+        .map(Some)
+        .map_err(|source| StateError::Map {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn pinned_prog_id(path: &Path) -> Result<Option<u32>, StateError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let err = |source| StateError::Pin {
+        path: path.to_owned(),
+        source,
+    };
+    let fd = sys::obj_get(path).map_err(err)?;
+    Ok(Some(
+        sys::prog_info(std::os::fd::AsFd::as_fd(&fd))
+            .map_err(err)?
+            .id,
+    ))
+}
+
+fn observe_chain(
+    layout: &Layout,
+    key: &ChainKey,
+    dir: String,
+) -> Result<ObservedChain, StateError> {
+    let mut chain = ObservedChain {
+        dir,
+        ..Default::default()
+    };
+    let maps: BTreeMap<&str, Option<ByteMap>> = CHAIN_MAPS
+        .iter()
+        .map(|m| Ok((*m, open_map(&layout.chain_map(key, m))?)))
+        .collect::<Result<_, StateError>>()?;
+    chain.root_prog_id = pinned_prog_id(&layout.root_prog(key))?;
+    chain.complete = chain.root_prog_id.is_some() && maps.values().all(Option::is_some);
+
+    let link_path = layout.link(key);
+    if link_path.exists() {
+        let err = |source| StateError::Pin {
+            path: link_path.clone(),
+            source,
+        };
+        let fd = sys::obj_get(&link_path).map_err(err)?;
+        let info = sys::link_info(std::os::fd::AsFd::as_fd(&fd)).map_err(err)?;
+        chain.link = Some(ObservedLink {
+            id: info.id,
+            prog_id: info.prog_id,
+            ifindex: info.ifindex,
+        });
+    }
+
+    if let (Some(Some(ctl)), Some(Some(progs)), Some(Some(slots))) = (
+        maps.get("kf_ctl"),
+        maps.get("kf_progs"),
+        maps.get("kf_slots"),
+    ) {
+        let read_err = |source| StateError::Map {
+            path: layout.chain_dir(key),
+            source,
+        };
+        let ctl_value = ctl
+            .lookup_raw(&0u32.to_ne_bytes())
+            .map_err(read_err)?
+            .unwrap_or_default();
+        chain.active_rev = ctl_value
+            .get(..4)
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) & 1);
+        for rev in [chain.active_rev, chain.active_rev ^ 1] {
+            let mut found = Vec::new();
+            for pos in 0..SLOTS_PER_REVISION {
+                let idx = (rev * SLOTS_PER_REVISION + pos).to_ne_bytes();
+                let prog_id = progs.lookup_raw(&idx).map_err(read_err)?.and_then(|v| {
+                    v.get(..4)
+                        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                });
+                let slot = slots
+                    .lookup_raw(&idx)
+                    .map_err(read_err)?
+                    .unwrap_or_default();
+                let word = |at: usize| {
+                    slot.get(at..at + 4)
+                        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                };
+                found.push(ObservedSlot {
+                    prog_id,
+                    proceed_on: word(0),
+                    fn_id: word(4),
+                });
+            }
+            // Keep positions up to the last filled slot; gaps stay visible as None.
+            let last = found
+                .iter()
+                .rposition(|s| s.prog_id.is_some())
+                .map_or(0, |i| i + 1);
+            found.truncate(last);
+            if rev == chain.active_rev {
+                chain.active = found;
+            } else {
+                chain.inactive_used = !found.is_empty();
+            }
+        }
+    }
+
+    for name in bpffs::list(&layout.functions_dir(key))? {
+        if name.ends_with(BUILDING_SUFFIX) {
+            continue;
+        }
+        let paths = FnPaths::new(layout.fn_dir(key, &name));
+        chain.functions.insert(name, observe_function(&paths)?);
+    }
+    Ok(chain)
+}
+
+fn observe_function(paths: &FnPaths) -> Result<ObservedFunction, StateError> {
+    let mut f = ObservedFunction {
+        prog_id: pinned_prog_id(&paths.prog())?,
+        ..Default::default()
+    };
+    if let Some(meta) = open_map(&paths.meta())? {
+        let raw = meta
+            .lookup_raw(&0u32.to_ne_bytes())
+            .map_err(|source| StateError::Map {
+                path: paths.meta(),
+                source,
+            })?;
+        f.meta = raw.as_deref().and_then(FnMeta::from_bytes);
+    }
+    for (dir, into, read) in [
+        (paths.maps_dir(), &mut f.maps, true),
+        (paths.state_dir(), &mut f.state, false),
+    ] {
+        for name in bpffs::list(&dir)? {
+            let path = dir.join(&name);
+            let Some(map) = open_map(&path)? else {
+                continue;
+            };
+            let entries = if read {
+                Some(map.read_all().map_err(|source| StateError::Map {
+                    path: path.clone(),
+                    source,
+                })?)
+            } else {
+                None
+            };
+            into.insert(
+                name,
+                ObservedMap {
+                    shape: shape_of(map.info()),
+                    entries,
+                },
+            );
+        }
+    }
+    Ok(f)
+}
+
+/// Reads the entries of state maps that the desired config now lists as
+/// config maps, so the planner can diff them (they become config maps).
+pub fn read_adopted_maps(
+    layout: &Layout,
+    observed: &mut ObservedState,
+    wanted: impl IntoIterator<Item = (ChainKey, String, String)>,
+) -> Result<(), StateError> {
+    for (key, function, map) in wanted {
+        let Some(f) = observed
+            .chains
+            .get_mut(&key)
+            .and_then(|c| c.functions.get_mut(&function))
+        else {
+            continue;
+        };
+        let Some(m) = f.state.get_mut(&map) else {
+            continue;
+        };
+        if m.entries.is_some() {
+            continue;
+        }
+        let path = FnPaths::new(layout.fn_dir(&key, &function)).state_map(&map);
+        if let Some(bm) = open_map(&path)? {
+            m.entries = Some(
+                bm.read_all()
+                    .map_err(|source| StateError::Map { path, source })?,
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The observed state: what is live in bpffs and the kernel, as plain data.
+//! Built by `state::observe`, read by the planner and `status`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::entries::EntrySet;
+use crate::model::{ChainKey, Digest, MapShape, XdpMode};
+
+/// Everything kfd owns under its bpffs root, plus the interfaces it cares about.
+#[derive(Debug, Clone, Default)]
+pub struct ObservedState {
+    /// Chains found under the bpffs root.
+    pub chains: BTreeMap<ChainKey, ObservedChain>,
+    /// Interfaces of observed and desired chains, by (netns, name).
+    pub interfaces: BTreeMap<(Option<String>, String), InterfaceState>,
+}
+
+/// An interface, as its namespace sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum InterfaceState {
+    /// It does not exist (or its namespace does not).
+    Missing,
+    /// It exists.
+    Present {
+        /// Its index.
+        ifindex: u32,
+        /// Program ids on its XDP hook, with their mode.
+        xdp: Vec<(XdpMode, u32)>,
+    },
+}
+
+/// One chain kfd has pinned.
+#[derive(Debug, Clone, Default)]
+pub struct ObservedChain {
+    /// The chain's directory under the bpffs root.
+    pub dir: String,
+    /// Whether all chain maps and the root program are pinned.
+    pub complete: bool,
+    /// The pinned root program's id.
+    pub root_prog_id: Option<u32>,
+    /// The pinned link.
+    pub link: Option<ObservedLink>,
+    /// The revision the root runs.
+    pub active_rev: u32,
+    /// Slots of the active revision, in order (index = position).
+    pub active: Vec<ObservedSlot>,
+    /// Whether the inactive revision holds anything (left over from an interrupted change).
+    pub inactive_used: bool,
+    /// Functions pinned under the chain, by name.
+    pub functions: BTreeMap<String, ObservedFunction>,
+}
+
+/// The chain's pinned link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ObservedLink {
+    /// Link id.
+    pub id: u32,
+    /// The program it runs.
+    pub prog_id: u32,
+    /// The interface it is attached to; 0 when the interface went away.
+    pub ifindex: u32,
+}
+
+/// One slot of the active revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ObservedSlot {
+    /// The program in the slot, if any.
+    pub prog_id: Option<u32>,
+    /// Verdict bits that continue the chain.
+    pub proceed_on: u32,
+    /// The stats row.
+    pub fn_id: u32,
+}
+
+/// One function's pins.
+#[derive(Debug, Clone, Default)]
+pub struct ObservedFunction {
+    /// The pinned program's id.
+    pub prog_id: Option<u32>,
+    /// What kfd recorded when it loaded the program.
+    pub meta: Option<FnMeta>,
+    /// Config maps (pinned under `maps/`), with their entries.
+    pub maps: BTreeMap<String, ObservedMap>,
+    /// State maps (pinned under `state/`); entries only where asked for.
+    pub state: BTreeMap<String, ObservedMap>,
+}
+
+/// kfd's record of a loaded function, pinned next to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FnMeta {
+    /// Its stats row in the chain.
+    pub fn_id: u32,
+    /// Digest of the object and program name it was loaded from.
+    pub code_digest: Digest,
+    /// Digest of the globals it was loaded with.
+    pub globals_digest: Digest,
+}
+
+/// A pinned map.
+#[derive(Debug, Clone)]
+pub struct ObservedMap {
+    /// Its shape.
+    pub shape: MapShape,
+    /// Its entries (arrays: the non-zero ones), when read.
+    pub entries: Option<EntrySet>,
+}
+
+impl ObservedChain {
+    /// The function whose pinned program has this id.
+    pub fn function_by_prog(&self, prog_id: u32) -> Option<&str> {
+        self.functions
+            .iter()
+            .find(|(_, f)| f.prog_id == Some(prog_id))
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// Size of a function's pinned load record (an ARRAY map of one element).
+pub const META_SIZE: usize = 128;
+const META_MAGIC: &[u8; 4] = b"KFD1";
+
+impl FnMeta {
+    /// The record as stored: magic, fn_id, code digest, globals digest, zero padding.
+    pub fn to_bytes(&self) -> [u8; META_SIZE] {
+        let mut b = [0u8; META_SIZE];
+        b[0..4].copy_from_slice(META_MAGIC);
+        b[4..8].copy_from_slice(&self.fn_id.to_le_bytes());
+        b[8..40].copy_from_slice(&self.code_digest);
+        b[40..72].copy_from_slice(&self.globals_digest);
+        b
+    }
+
+    /// Parses a stored record; None if it is not one kfd wrote.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() < 72 || &b[0..4] != META_MAGIC {
+            return None;
+        }
+        Some(Self {
+            fn_id: u32::from_le_bytes(b[4..8].try_into().ok()?),
+            code_digest: b[8..40].try_into().ok()?,
+            globals_digest: b[40..72].try_into().ok()?,
+        })
+    }
+}
