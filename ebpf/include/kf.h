@@ -28,24 +28,10 @@
  * (TC_ACT_UNSPEC is -1) counts in bit v + 1. proceed_on uses the same bits. */
 #define KF_VERDICTS 16
 
-/* One slot of a revision: what to do after the function in it returns. */
-struct kf_slot {
-	__u32 proceed_on; /* bit set: after this verdict, run the next slot */
-	__u32 fn_id;      /* the function's row in kf_stats, stable while it is in the chain */
-};
-
 /* The chain's control word. kfd flips active_rev after filling the other revision. */
 struct kf_ctl {
 	__u32 active_rev;
 	__u32 abi_version;
-};
-
-/* Where the packet is in the chain: the kf_progs index of the running slot.
- * Per-CPU: a packet runs to the end of its chain on one CPU, and tail calls
- * cannot be interleaved with another packet's on the same CPU. */
-struct kf_cursor {
-	__u32 idx;
-	__u32 pad;
 };
 
 /* Per-function verdict counters (per CPU). */
@@ -61,14 +47,6 @@ struct {
 	__type(value, __u32);
 } kf_progs SEC(".maps");
 
-/* Slot settings, indexed like kf_progs. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, KF_MAX_SLOTS * KF_REVISIONS);
-	__type(key, __u32);
-	__type(value, struct kf_slot);
-} kf_slots SEC(".maps");
-
 /* Verdict counters, indexed by kf_slot.fn_id. They survive swaps and reorders. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -76,14 +54,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kf_stats);
 } kf_stats SEC(".maps");
-
-/* Scratch: the cursor of the packet being processed on this CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct kf_cursor);
-} kf_cursor SEC(".maps");
 
 /* The active revision, read by the root program once per packet. */
 struct {
@@ -93,30 +63,27 @@ struct {
 	__type(value, struct kf_ctl);
 } kf_ctl SEC(".maps");
 
+/* Set by kfd when it loads an instance of a KF into a chain (read-only
+ * globals, so the verifier treats them as constants: the tail call below is
+ * a direct jump, and the end-of-chain test is folded away). Reserved names. */
+const volatile __u32 kf_slot_idx = 0;   /* this instance's index in kf_progs */
+const volatile __u32 kf_fn_id = 0;      /* the function's row in kf_stats */
+const volatile __u32 kf_proceed_on = 0; /* verdict bits that continue the chain */
+
 /* Shared by both hooks: bias is 0 for XDP verdicts, 1 for TC (TC_ACT_UNSPEC is -1). */
 static __always_inline int kf__next(void *ctx, int verdict, int bias)
 {
-	__u32 zero = 0;
-	struct kf_cursor *cur = bpf_map_lookup_elem(&kf_cursor, &zero);
-	if (!cur)
-		return verdict;
-	__u32 idx = cur->idx;
-	struct kf_slot *slot = bpf_map_lookup_elem(&kf_slots, &idx);
-	if (!slot)
-		return verdict;
 	__u32 bit = (__u32)(verdict + bias) & (KF_VERDICTS - 1);
-	__u32 fn_id = slot->fn_id;
+	__u32 fn_id = kf_fn_id;
 	struct kf_stats *stats = bpf_map_lookup_elem(&kf_stats, &fn_id);
 	if (stats)
 		stats->verdicts[bit]++;
-	if (!(slot->proceed_on & (1u << bit)))
+	if (!(kf_proceed_on & (1u << bit)))
 		return verdict;
-	__u32 next = idx + 1;
 	/* The last slot of a revision never runs into the other revision. */
-	if ((next & (KF_MAX_SLOTS - 1)) == 0)
+	if (((kf_slot_idx + 1) & (KF_MAX_SLOTS - 1)) == 0)
 		return verdict;
-	cur->idx = next;
-	bpf_tail_call(ctx, &kf_progs, next);
+	bpf_tail_call(ctx, &kf_progs, kf_slot_idx + 1);
 	/* An empty slot ends the chain: the verdict stands. */
 	return verdict;
 }
@@ -127,17 +94,19 @@ static __always_inline int kf__next(void *ctx, int verdict, int bias)
 		struct xdp_md *: kf__next((ctx), (verdict), 0),                \
 		struct __sk_buff *: kf__next((ctx), (verdict), 1))
 
-/* The root's entry: start the packet at slot 0 of the active revision. */
+/* The root's entry: start the packet at slot 0 of the active revision. Two
+ * call sites with immediate keys (bpf_tail_call_static keeps clang from
+ * merging them into one computed key), so both are direct jumps. */
 static __always_inline void kf__start(void *ctx)
 {
 	__u32 zero = 0;
 	struct kf_ctl *ctl = bpf_map_lookup_elem(&kf_ctl, &zero);
-	struct kf_cursor *cur = bpf_map_lookup_elem(&kf_cursor, &zero);
-	if (!ctl || !cur)
+	if (!ctl)
 		return;
-	__u32 idx = (ctl->active_rev & 1) * KF_MAX_SLOTS;
-	cur->idx = idx;
-	bpf_tail_call(ctx, &kf_progs, idx);
+	if (ctl->active_rev & 1)
+		bpf_tail_call_static(ctx, &kf_progs, KF_MAX_SLOTS);
+	else
+		bpf_tail_call_static(ctx, &kf_progs, 0);
 }
 
 #endif /* KF_H */
