@@ -1,0 +1,305 @@
+//! Config errors: each one names the file and, when it can, the line and
+//! column, and prints as `file:line:col: message`.
+
+use std::fmt;
+
+use super::files::FileError;
+use super::yaml::{Mark, YamlError};
+use crate::btf::{EncodeError, ObjectError};
+use crate::model::Source;
+
+/// One problem in one config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, as the user named it (a path).
+    pub file: String,
+    /// Where in the file, when known.
+    pub mark: Option<Mark>,
+    /// What is wrong.
+    #[source]
+    pub kind: ErrorKind,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.mark {
+            Some(m) => write!(f, "{}:{}:{}: {}", self.file, m.line, m.col, self.kind),
+            None => write!(f, "{}: {}", self.file, self.kind),
+        }
+    }
+}
+
+impl ConfigError {
+    /// An error at `mark` of `file`.
+    pub fn at(file: &str, mark: Mark, kind: ErrorKind) -> Self {
+        Self {
+            file: file.to_owned(),
+            mark: Some(mark),
+            kind,
+        }
+    }
+
+    /// An error about `file` as a whole.
+    pub fn file(file: &str, kind: ErrorKind) -> Self {
+        Self {
+            file: file.to_owned(),
+            mark: None,
+            kind,
+        }
+    }
+
+    /// The error's location as a [`Source`].
+    pub fn source_at(&self) -> Source {
+        let m = self.mark.unwrap_or_default();
+        Source {
+            file: self.file.clone(),
+            line: m.line,
+            col: m.col,
+        }
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    names.join(", ")
+}
+
+/// What is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    /// Reading failed.
+    #[error("{0}")]
+    Read(#[source] FileError),
+    /// The bytes are not UTF-8.
+    #[error("not valid UTF-8 (is this a YAML file?)")]
+    NotUtf8,
+    /// The file holds no document.
+    #[error("file is empty (an empty file changes nothing; its last good version stays in force)")]
+    Empty,
+    /// YAML syntax or structure.
+    #[error("{0}")]
+    Yaml(#[source] YamlError),
+    /// A JSON Schema violation.
+    #[error("{path}: {message}")]
+    Schema {
+        /// Where, as `functions[0].hook`.
+        path: String,
+        /// The schema's complaint.
+        message: String,
+    },
+    /// Both or neither of `interface`/`interfaces`.
+    #[error("function {function}: give exactly one of `interface` or `interfaces`")]
+    InterfaceChoice {
+        /// The function.
+        function: String,
+    },
+    /// Both or neither of `builtin`/`object`.
+    #[error("program: give exactly one of `builtin` or `object`")]
+    ProgramChoice,
+    /// No such bundled function.
+    #[error("unknown builtin program {name:?} (builtins: {})", list(.known))]
+    UnknownBuiltin {
+        /// What was asked for.
+        name: String,
+        /// What exists.
+        known: Vec<String>,
+    },
+    /// The object file could not be read.
+    #[error("object {path}: {source}")]
+    ObjectRead {
+        /// The path.
+        path: String,
+        /// The failure.
+        #[source]
+        source: FileError,
+    },
+    /// The object could not be parsed.
+    #[error("object {path}: {source}")]
+    ObjectParse {
+        /// The path or builtin name.
+        path: String,
+        /// The failure.
+        #[source]
+        source: ObjectError,
+    },
+    /// The object's digest differs from the pinned one.
+    #[error(
+        "object {path} has sha256 {actual}, but the config pins {expected}; refusing to load it"
+    )]
+    Sha256Mismatch {
+        /// The path.
+        path: String,
+        /// From config.
+        expected: String,
+        /// Of the file.
+        actual: String,
+    },
+    /// The object has no such program.
+    #[error("object has no program {wanted} (programs: {})", list(.available))]
+    NoSuchProgram {
+        /// Asked for (a name or `section NAME`).
+        wanted: String,
+        /// What it has, as `name (section)`.
+        available: Vec<String>,
+    },
+    /// Several programs and no choice.
+    #[error("object holds several programs ({}); choose one with `program:` or `section:`", list(.available))]
+    AmbiguousProgram {
+        /// What it has.
+        available: Vec<String>,
+    },
+    /// The program's type does not fit the hook.
+    #[error("program {program} is in section {section:?}, which is not a {hook} program{hint}")]
+    WrongProgramType {
+        /// The program.
+        program: String,
+        /// Its section.
+        section: String,
+        /// The hook.
+        hook: String,
+        /// What section the hook needs.
+        hint: String,
+    },
+    /// A verdict that the hook does not have.
+    #[error("{verdict:?} is not a {hook} verdict (valid: {})", list(.valid))]
+    VerdictNotOnHook {
+        /// The verdict.
+        verdict: String,
+        /// The hook.
+        hook: String,
+        /// Valid verdicts.
+        valid: Vec<String>,
+    },
+    /// `xdp_mode` on a TC chain.
+    #[error("xdp_mode applies to xdp chains only, not {hook}")]
+    XdpModeOnTc {
+        /// The hook.
+        hook: String,
+    },
+    /// No such global.
+    #[error("the object has no read-only global {name:?} (settable: {})", list(.settable))]
+    UnknownGlobal {
+        /// Asked for.
+        name: String,
+        /// `const volatile` globals of the object.
+        settable: Vec<String>,
+    },
+    /// A global that cannot be set at load.
+    #[error(
+        "global {name:?} is in {section}; only read-only globals (.rodata, `const volatile`) can be set from config"
+    )]
+    GlobalNotReadOnly {
+        /// The global.
+        name: String,
+        /// Its section.
+        section: String,
+    },
+    /// No such map in the object.
+    #[error("program {program} has no map {map:?} (maps: {})", list(.known))]
+    UnknownMap {
+        /// Asked for.
+        map: String,
+        /// The program.
+        program: String,
+        /// What it has.
+        known: Vec<String>,
+    },
+    /// A map kfd owns for the chain.
+    #[error("map {map:?} belongs to the chain (kfd ABI); it cannot be configured")]
+    ChainMap {
+        /// The map.
+        map: String,
+    },
+    /// A map kind whose entries cannot come from config.
+    #[error("map {map:?} is a {kind} map; its entries cannot be set from config")]
+    UnsupportedMap {
+        /// The map.
+        map: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// A key, value or global that does not encode.
+    #[error("{what}: {source}")]
+    Encode {
+        /// `map deny_v4`, `global sample_rate`, ...
+        what: String,
+        /// The encoder's complaint.
+        #[source]
+        source: EncodeError,
+    },
+    /// The same key twice in one map.
+    #[error("map {map}: duplicate key {key} (first at line {first_line})")]
+    DuplicateKey {
+        /// The map.
+        map: String,
+        /// The key as written the second time.
+        key: String,
+        /// Line of the first.
+        first_line: u32,
+    },
+    /// More entries than the map holds.
+    #[error("map {map}: {count} entries, but it holds at most {max} (max_entries)")]
+    TooManyEntries {
+        /// The map.
+        map: String,
+        /// Entries configured.
+        count: usize,
+        /// Its capacity.
+        max: u32,
+    },
+    /// An array index past the end.
+    #[error("map {map}: index {index} is out of range (array of {max} elements)")]
+    IndexOutOfRange {
+        /// The map.
+        map: String,
+        /// The index.
+        index: u32,
+        /// Its size.
+        max: u32,
+    },
+    /// A function defined twice on one chain.
+    #[error("function {name} is defined twice on {chain}; the other definition is at {other}")]
+    DuplicateFunction {
+        /// The function.
+        name: String,
+        /// The chain.
+        chain: String,
+        /// The other definition.
+        other: Source,
+    },
+    /// Two different settings for one chain.
+    #[error("chain {chain} is given {detail}; the other setting is at {other}")]
+    ConflictingChain {
+        /// The chain.
+        chain: String,
+        /// What differs.
+        detail: String,
+        /// The other setting.
+        other: Source,
+    },
+    /// Too many functions on one chain.
+    #[error("chain {chain} would hold {count} functions; at most {max} fit")]
+    TooManyFunctions {
+        /// The chain.
+        chain: String,
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A non-ABI program that is not last.
+    #[error(
+        "function {function} does not use the kfd ABI (it never calls kf_next), so it can only run last on {chain}, \
+         but {next} runs after it (give {function} a larger priority number)"
+    )]
+    NonAbiNotLast {
+        /// The function.
+        function: String,
+        /// The chain.
+        chain: String,
+        /// The function after it.
+        next: String,
+    },
+}

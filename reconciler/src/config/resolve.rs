@@ -1,0 +1,786 @@
+//! One validated file → owned, encoded functions and chain settings.
+//!
+//! Everything that needs the program's object happens here: choosing the
+//! program, checking map and global names, and encoding every key, value and
+//! global from BTF. The YAML tree is dropped afterwards; marks survive as
+//! [`Source`]s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sha2::{Digest as _, Sha256};
+
+use super::error::{ConfigError, ErrorKind};
+use super::files::{self, ReadRules};
+use super::yaml::{Mark, Node};
+use crate::btf::{Decoder, Encoder, MapDef, ObjectInfo};
+use crate::builtin::{self, ObjectKind, shape_of_def};
+use crate::desired::{DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin};
+use crate::entries::EntrySet;
+use crate::layout::CHAIN_MAPS;
+use crate::model::{ChainKey, Digest, Hook, Source, UpdateMode, XdpMode, map_type};
+
+/// Priority of a function that does not say.
+pub const DEFAULT_PRIORITY: u32 = 100;
+
+/// Errors reported per file before stopping.
+const MAX_ERRORS: usize = 20;
+
+/// A `chains:` entry.
+#[derive(Debug, Clone)]
+pub struct ChainSetting {
+    /// The chain.
+    pub key: ChainKey,
+    /// Its XDP mode, if set.
+    pub xdp_mode: Option<XdpMode>,
+    /// Where.
+    pub source: Source,
+}
+
+/// What one file contributes.
+#[derive(Debug, Clone, Default)]
+pub struct FileDesired {
+    /// Chain settings.
+    pub chains: Vec<ChainSetting>,
+    /// Functions, one per (chain, function): `interfaces:` is expanded.
+    pub functions: Vec<(ChainKey, DesiredFunction)>,
+}
+
+/// Objects read during one load, by path (builtins are cached for the process).
+#[derive(Default)]
+pub struct Objects {
+    files: HashMap<String, Arc<LoadedObject>>,
+}
+
+/// An object's bytes and what is known about them.
+pub struct LoadedObject {
+    bytes: Arc<[u8]>,
+    info: Arc<ObjectInfo>,
+    sha256: Digest,
+}
+
+fn sha256(parts: &[&[u8]]) -> Digest {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A bundled KF, parsed once per process (the embedded bytes never change).
+fn builtin_object(name: &str) -> Option<Result<Arc<LoadedObject>, crate::btf::ObjectError>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<LoadedObject>>>> = OnceLock::new();
+    let bytes = builtin::object(ObjectKind::Function, name)?;
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(o) = cache.get(name) {
+        return Some(Ok(o.clone()));
+    }
+    Some(crate::btf::inspect(bytes).map(|info| {
+        let o = Arc::new(LoadedObject {
+            bytes: Arc::from(bytes),
+            info: Arc::new(info),
+            sha256: sha256(&[bytes]),
+        });
+        cache.insert(name.to_owned(), o.clone());
+        o
+    }))
+}
+
+/// Keys and values printed from BTF.
+#[derive(Debug)]
+struct BtfFormat {
+    key: Decoder,
+    value: Decoder,
+}
+
+impl EntryFormat for BtfFormat {
+    fn key(&self, bytes: &[u8]) -> String {
+        self.key.decode(bytes)
+    }
+    fn value(&self, bytes: &[u8]) -> String {
+        self.value.decode(bytes)
+    }
+}
+
+struct Ctx<'f> {
+    file: &'f str,
+    rules: ReadRules,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, mark: Mark, kind: ErrorKind) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(ConfigError::at(self.file, mark, kind));
+        }
+    }
+
+    fn source(&self, mark: Mark) -> Source {
+        Source {
+            file: self.file.to_owned(),
+            line: mark.line,
+            col: mark.col,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.errors.len() >= MAX_ERRORS
+    }
+}
+
+/// Resolves a schema-valid document.
+pub fn resolve(
+    file: &str,
+    root: &Node<'_>,
+    objects: &mut Objects,
+    rules: &ReadRules,
+) -> Result<FileDesired, Vec<ConfigError>> {
+    let mut ctx = Ctx {
+        file,
+        rules: *rules,
+        errors: Vec::new(),
+    };
+    let mut out = FileDesired::default();
+    for c in root
+        .get("chains")
+        .and_then(Node::as_sequence)
+        .unwrap_or_default()
+    {
+        if let Some(setting) = chain_setting(&mut ctx, c) {
+            out.chains.push(setting);
+        }
+    }
+    for f in root
+        .get("functions")
+        .and_then(Node::as_sequence)
+        .unwrap_or_default()
+    {
+        if ctx.full() {
+            break;
+        }
+        out.functions.extend(function(&mut ctx, f, objects));
+    }
+    if ctx.errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ctx.errors)
+    }
+}
+
+fn str_of<'n>(node: &'n Node<'_>, key: &str) -> Option<&'n str> {
+    node.get(key).and_then(Node::as_str)
+}
+
+fn chain_setting(ctx: &mut Ctx<'_>, c: &Node<'_>) -> Option<ChainSetting> {
+    let hook = Hook::parse(str_of(c, "hook")?)?;
+    let key = ChainKey {
+        netns: str_of(c, "netns").map(str::to_owned),
+        interface: str_of(c, "interface")?.to_owned(),
+        hook,
+    };
+    let xdp_mode = match str_of(c, "xdp_mode") {
+        None => None,
+        Some(m) if hook != Hook::Xdp => {
+            let mark = c.get("xdp_mode").map_or(c.mark, |n| n.mark);
+            ctx.err(
+                mark,
+                ErrorKind::XdpModeOnTc {
+                    hook: hook.to_string(),
+                },
+            );
+            let _ = m;
+            return None;
+        }
+        Some("native") => Some(XdpMode::Native),
+        Some("generic") => Some(XdpMode::Generic),
+        Some(_) => Some(XdpMode::Auto),
+    };
+    Some(ChainSetting {
+        key,
+        xdp_mode,
+        source: ctx.source(c.mark),
+    })
+}
+
+fn function(
+    ctx: &mut Ctx<'_>,
+    f: &Node<'_>,
+    objects: &mut Objects,
+) -> Vec<(ChainKey, DesiredFunction)> {
+    let (Some(name), Some(hook)) = (str_of(f, "name"), str_of(f, "hook").and_then(Hook::parse))
+    else {
+        return Vec::new(); // the schema reported it
+    };
+    let interfaces: Vec<&str> = match (f.get("interface"), f.get("interfaces")) {
+        (Some(i), None) => i.as_str().into_iter().collect(),
+        (None, Some(list)) => list
+            .as_sequence()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Node::as_str)
+            .collect(),
+        _ => {
+            ctx.err(
+                f.mark,
+                ErrorKind::InterfaceChoice {
+                    function: name.to_owned(),
+                },
+            );
+            return Vec::new();
+        }
+    };
+    let priority = match f
+        .get("priority")
+        .and_then(|p| p.as_scalar())
+        .map(|s| s.resolve())
+    {
+        Some(crate::config::yaml::Resolved::Int(p)) => p as u32,
+        _ => DEFAULT_PRIORITY,
+    };
+    let Some(program_node) = f.get("program") else {
+        return Vec::new();
+    };
+    let Some(image) = program(ctx, program_node, hook, objects) else {
+        return Vec::new();
+    };
+    let proceed_on = proceed_on(ctx, f, hook);
+    let info = image.1.clone();
+    let globals = globals(ctx, f, &info);
+    let maps = maps(ctx, f, &image.0, &info);
+    let (Some(proceed_on), Some(globals), Some(maps)) = (proceed_on, globals, maps) else {
+        return Vec::new();
+    };
+    let globals_digest = {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for (n, b) in &globals {
+            parts.push(n.as_bytes());
+            parts.push(b);
+        }
+        sha256(&parts)
+    };
+    let netns = str_of(f, "netns").map(str::to_owned);
+    interfaces
+        .into_iter()
+        .map(|iface| {
+            (
+                ChainKey {
+                    netns: netns.clone(),
+                    interface: iface.to_owned(),
+                    hook,
+                },
+                DesiredFunction {
+                    name: name.to_owned(),
+                    priority,
+                    source: ctx.source(f.mark),
+                    program: image.0.clone(),
+                    proceed_on,
+                    globals: globals.clone(),
+                    globals_digest,
+                    maps: maps.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn program(
+    ctx: &mut Ctx<'_>,
+    p: &Node<'_>,
+    hook: Hook,
+    objects: &mut Objects,
+) -> Option<(Arc<ProgramImage>, Arc<ObjectInfo>)> {
+    let (origin, loaded) = match (str_of(p, "builtin"), str_of(p, "object")) {
+        (Some(name), None) => match builtin_object(name) {
+            None => {
+                let mark = p.get("builtin").map_or(p.mark, |n| n.mark);
+                ctx.err(
+                    mark,
+                    ErrorKind::UnknownBuiltin {
+                        name: name.to_owned(),
+                        known: builtin::function_names()
+                            .into_iter()
+                            .map(str::to_owned)
+                            .collect(),
+                    },
+                );
+                return None;
+            }
+            Some(Err(source)) => {
+                ctx.err(
+                    p.mark,
+                    ErrorKind::ObjectParse {
+                        path: format!("builtin:{name}"),
+                        source,
+                    },
+                );
+                return None;
+            }
+            Some(Ok(o)) => (ProgramOrigin::Builtin(name.to_owned()), o),
+        },
+        (None, Some(path)) => {
+            let mark = p.get("object").map_or(p.mark, |n| n.mark);
+            let loaded = match objects.files.get(path) {
+                Some(o) => Ok(o.clone()),
+                None => read_object(path, &ctx.rules).inspect(|o| {
+                    objects.files.insert(path.to_owned(), o.clone());
+                }),
+            };
+            match loaded {
+                Ok(o) => {
+                    if let Some(want) = str_of(p, "sha256")
+                        && !want.eq_ignore_ascii_case(&hex(&o.sha256))
+                    {
+                        let mark = p.get("sha256").map_or(mark, |n| n.mark);
+                        ctx.err(
+                            mark,
+                            ErrorKind::Sha256Mismatch {
+                                path: path.to_owned(),
+                                expected: want.to_ascii_lowercase(),
+                                actual: hex(&o.sha256),
+                            },
+                        );
+                        return None;
+                    }
+                    (ProgramOrigin::Object(path.into()), o)
+                }
+                Err(kind) => {
+                    ctx.err(mark, *kind);
+                    return None;
+                }
+            }
+        }
+        _ => {
+            ctx.err(p.mark, ErrorKind::ProgramChoice);
+            return None;
+        }
+    };
+    let info = &loaded.info;
+    let available = || {
+        info.programs
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.section))
+            .collect::<Vec<_>>()
+    };
+    let chosen = if let Some(name) = str_of(p, "program") {
+        info.program(name).ok_or_else(|| ErrorKind::NoSuchProgram {
+            wanted: name.to_owned(),
+            available: available(),
+        })
+    } else if let Some(section) = str_of(p, "section") {
+        let matching: Vec<_> = info
+            .programs
+            .iter()
+            .filter(|q| q.section == section)
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(ErrorKind::NoSuchProgram {
+                wanted: format!("in section {section}"),
+                available: available(),
+            }),
+            _ => Err(ErrorKind::AmbiguousProgram {
+                available: available(),
+            }),
+        }
+    } else {
+        match info.programs.as_slice() {
+            [one] => Ok(one),
+            [] => Err(ErrorKind::NoSuchProgram {
+                wanted: "(any)".into(),
+                available: Vec::new(),
+            }),
+            _ => Err(ErrorKind::AmbiguousProgram {
+                available: available(),
+            }),
+        }
+    };
+    let chosen = match chosen {
+        Ok(c) => c,
+        Err(kind) => {
+            ctx.err(p.mark, kind);
+            return None;
+        }
+    };
+    let (fits, hint) = match hook {
+        Hook::Xdp => (
+            chosen.section == "xdp" || chosen.section == "xdp.frags",
+            " (use SEC(\"xdp\"))",
+        ),
+        Hook::TcIngress | Hook::TcEgress => {
+            (chosen.section == "classifier", " (use SEC(\"classifier\"))")
+        }
+    };
+    if !fits {
+        ctx.err(
+            p.mark,
+            ErrorKind::WrongProgramType {
+                program: chosen.name.clone(),
+                section: chosen.section.clone(),
+                hook: hook.to_string(),
+                hint: hint.into(),
+            },
+        );
+        return None;
+    }
+    let (chain_maps, own_maps): (Vec<&MapDef>, Vec<&MapDef>) = info
+        .maps
+        .iter()
+        .partition(|m| CHAIN_MAPS.contains(&m.name.as_str()));
+    let image = ProgramImage {
+        origin,
+        symbol: chosen.name.clone(),
+        digest: sha256(&[&loaded.sha256, chosen.name.as_bytes()]),
+        uses_abi: info.references_map(&chosen.name, "kf_progs"),
+        maps: own_maps
+            .iter()
+            .map(|m| (m.name.clone(), shape_of_def(m)))
+            .collect(),
+        chain_maps: chain_maps
+            .iter()
+            .map(|m| (m.name.clone(), shape_of_def(m)))
+            .collect(),
+        bytes: loaded.bytes.clone(),
+    };
+    Some((Arc::new(image), loaded.info.clone()))
+}
+
+fn read_object(path: &str, rules: &ReadRules) -> Result<Arc<LoadedObject>, Box<ErrorKind>> {
+    let bytes = files::read(Path::new(path), rules).map_err(|source| ErrorKind::ObjectRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let info = crate::btf::inspect(&bytes).map_err(|source| ErrorKind::ObjectParse {
+        path: path.to_owned(),
+        source,
+    })?;
+    let sha256 = sha256(&[&bytes]);
+    Ok(Arc::new(LoadedObject {
+        bytes: Arc::from(bytes),
+        info: Arc::new(info),
+        sha256,
+    }))
+}
+
+fn proceed_on(ctx: &mut Ctx<'_>, f: &Node<'_>, hook: Hook) -> Option<u32> {
+    let Some(list) = f.get("proceed_on") else {
+        return Some(hook.default_proceed_on());
+    };
+    let mut mask = 0;
+    let mut ok = true;
+    for v in list.as_sequence().unwrap_or_default() {
+        let Some(name) = v.as_str() else { continue };
+        match hook.verdict_bit(name) {
+            Some(bit) => mask |= 1 << bit,
+            None => {
+                ok = false;
+                ctx.err(
+                    v.mark,
+                    ErrorKind::VerdictNotOnHook {
+                        verdict: name.to_owned(),
+                        hook: hook.to_string(),
+                        valid: hook
+                            .verdicts()
+                            .iter()
+                            .map(|(n, _)| (*n).to_owned())
+                            .collect(),
+                    },
+                );
+            }
+        }
+    }
+    ok.then_some(mask)
+}
+
+fn globals(ctx: &mut Ctx<'_>, f: &Node<'_>, info: &ObjectInfo) -> Option<Vec<(String, Vec<u8>)>> {
+    let Some(map) = f.get("globals").and_then(Node::as_mapping) else {
+        return Some(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (k, v) in map {
+        let name = k
+            .as_scalar()
+            .map(|s| s.text.to_string())
+            .unwrap_or_default();
+        let Some(var) = info.global(&name) else {
+            ok = false;
+            ctx.err(
+                k.mark,
+                ErrorKind::UnknownGlobal {
+                    name,
+                    settable: info
+                        .globals
+                        .iter()
+                        .filter(|g| g.section.starts_with(".rodata"))
+                        .map(|g| g.name.clone())
+                        .collect(),
+                },
+            );
+            continue;
+        };
+        if !var.section.starts_with(".rodata") {
+            ok = false;
+            ctx.err(
+                k.mark,
+                ErrorKind::GlobalNotReadOnly {
+                    name,
+                    section: var.section.clone(),
+                },
+            );
+            continue;
+        }
+        let enc = match Encoder::global(&info.btf, var) {
+            Ok(e) => e,
+            Err(e) => {
+                ok = false;
+                ctx.err(
+                    k.mark,
+                    ErrorKind::UnsupportedMap {
+                        map: format!("global {name}"),
+                        kind: e.to_string(),
+                    },
+                );
+                continue;
+            }
+        };
+        let mut bytes = Vec::with_capacity(enc.size());
+        match enc.encode(v, &mut bytes) {
+            Ok(()) => out.push((name, bytes)),
+            Err(source) => {
+                ok = false;
+                let mark = source.mark;
+                ctx.err(
+                    mark,
+                    ErrorKind::Encode {
+                        what: format!("global {name}"),
+                        source,
+                    },
+                );
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    ok.then_some(out)
+}
+
+/// Map types whose entries config may set.
+fn configurable(t: u32) -> bool {
+    matches!(
+        t,
+        map_type::HASH
+            | map_type::ARRAY
+            | map_type::PERCPU_HASH
+            | map_type::PERCPU_ARRAY
+            | map_type::LRU_HASH
+            | map_type::LRU_PERCPU_HASH
+            | map_type::LPM_TRIE
+    )
+}
+
+fn maps(
+    ctx: &mut Ctx<'_>,
+    f: &Node<'_>,
+    image: &ProgramImage,
+    info: &ObjectInfo,
+) -> Option<BTreeMap<String, DesiredMap>> {
+    let Some(config) = f.get("maps").and_then(Node::as_mapping) else {
+        return Some(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, cfg) in config {
+        let name = k
+            .as_scalar()
+            .map(|s| s.text.to_string())
+            .unwrap_or_default();
+        if CHAIN_MAPS.contains(&name.as_str()) {
+            ok = false;
+            ctx.err(k.mark, ErrorKind::ChainMap { map: name });
+            continue;
+        }
+        let Some(def) = info.map(&name).filter(|_| image.maps.contains_key(&name)) else {
+            ok = false;
+            ctx.err(
+                k.mark,
+                ErrorKind::UnknownMap {
+                    map: name,
+                    program: image.symbol.clone(),
+                    known: image.maps.keys().cloned().collect(),
+                },
+            );
+            continue;
+        };
+        if !configurable(def.map_type) {
+            ok = false;
+            ctx.err(
+                k.mark,
+                ErrorKind::UnsupportedMap {
+                    map: name,
+                    kind: map_type::name(def.map_type),
+                },
+            );
+            continue;
+        }
+        match map_entries(ctx, &name, def, info, cfg, k.mark) {
+            Some(m) => {
+                out.insert(name, m);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn map_entries(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    def: &MapDef,
+    info: &ObjectInfo,
+    cfg: &Node<'_>,
+    mark: Mark,
+) -> Option<DesiredMap> {
+    let update = match str_of(cfg, "update") {
+        Some("entries") => UpdateMode::Entries,
+        Some("swap") => UpdateMode::Swap,
+        _ => UpdateMode::Auto,
+    };
+    let (kenc, venc, kdec, vdec) = match (def.key_type, def.value_type) {
+        (Some(_), Some(_)) => {
+            let built = Encoder::map_key(&info.btf, def).and_then(|ke| {
+                Ok((
+                    ke,
+                    Encoder::map_value(&info.btf, def)?,
+                    Decoder::map_key(&info.btf, def)?,
+                    Decoder::map_value(&info.btf, def)?,
+                ))
+            });
+            match built {
+                Ok(b) => b,
+                Err(e) => {
+                    ctx.err(
+                        mark,
+                        ErrorKind::UnsupportedMap {
+                            map: name.to_owned(),
+                            kind: e.to_string(),
+                        },
+                    );
+                    return None;
+                }
+            }
+        }
+        _ => (
+            Encoder::raw(def.key_size as usize, "key"),
+            Encoder::raw(def.value_size as usize, "value"),
+            Decoder::raw(def.key_size as usize),
+            Decoder::raw(def.value_size as usize),
+        ),
+    };
+    let entries = cfg
+        .get("entries")
+        .and_then(Node::as_sequence)
+        .unwrap_or_default();
+    let mut keys = Vec::with_capacity(entries.len() * kenc.size());
+    let mut values = Vec::with_capacity(entries.len() * venc.size());
+    let mut ok = true;
+    for e in entries {
+        let (Some(k), Some(v)) = (e.get("key"), e.get("value")) else {
+            continue;
+        };
+        for (node, enc, out) in [(k, &kenc, &mut keys), (v, &venc, &mut values)] {
+            let before = out.len();
+            if let Err(source) = enc.encode(node, out) {
+                ok = false;
+                out.truncate(before);
+                out.resize(before + enc.size(), 0);
+                ctx.err(
+                    source.mark,
+                    ErrorKind::Encode {
+                        what: format!("map {name}"),
+                        source,
+                    },
+                );
+                if ctx.full() {
+                    return None;
+                }
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let is_array = map_type::is_array(def.map_type);
+    if is_array {
+        for (i, k) in keys.chunks_exact(kenc.size().max(1)).enumerate() {
+            let index = u32::from_le_bytes(
+                k.get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0xff; 4]),
+            );
+            if index >= def.max_entries {
+                let at = entries[i].get("key").map_or(entries[i].mark, |n| n.mark);
+                ctx.err(
+                    at,
+                    ErrorKind::IndexOutOfRange {
+                        map: name.to_owned(),
+                        index,
+                        max: def.max_entries,
+                    },
+                );
+                return None;
+            }
+        }
+    } else if entries.len() > def.max_entries as usize {
+        ctx.err(
+            mark,
+            ErrorKind::TooManyEntries {
+                map: name.to_owned(),
+                count: entries.len(),
+                max: def.max_entries,
+            },
+        );
+        return None;
+    }
+    let set = match EntrySet::from_unsorted(kenc.size(), venc.size(), keys, values) {
+        Ok(s) => s,
+        Err(dup) => {
+            let first = entries[dup.first]
+                .get("key")
+                .map_or(entries[dup.first].mark, |n| n.mark);
+            let second = entries[dup.second]
+                .get("key")
+                .map_or(entries[dup.second].mark, |n| n.mark);
+            let key = entries[dup.second]
+                .get("key")
+                .and_then(|n| n.as_scalar())
+                .map_or_else(|| "(value)".to_owned(), |s| s.text.to_string());
+            ctx.err(
+                second,
+                ErrorKind::DuplicateKey {
+                    map: name.to_owned(),
+                    key,
+                    first_line: first.line,
+                },
+            );
+            return None;
+        }
+    };
+    Some(DesiredMap {
+        shape: shape_of_def(def),
+        update,
+        entries: Arc::new(set),
+        source: ctx.source(mark),
+        format: Arc::new(BtfFormat {
+            key: kdec,
+            value: vdec,
+        }),
+    })
+}
