@@ -82,6 +82,8 @@ pub struct ProgramImage {
     pub uses_abi: bool,
     /// The object's own maps (not the chain's `kf_*`, not global data), by name.
     pub maps: BTreeMap<String, MapShape>,
+    /// The chain maps (`kf_*`) the object declares; they must fit the chain's pins.
+    pub chain_maps: BTreeMap<String, MapShape>,
 }
 
 /// Renders encoded keys and values for humans (plan and status output).

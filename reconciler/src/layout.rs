@@ -6,23 +6,39 @@
 //!   <hook>@<interface>[@<netns>]/          one chain (netns percent-encoded)
 //!     root                                 the root program
 //!     link                                 the bpf_link attaching root
-//!     kf_progs kf_slots kf_stats kf_cursor kf_ctl   the chain maps (ebpf/include/kf.h)
+//!     kf_progs kf_stats kf_ctl             the chain maps (ebpf/include/kf.h)
 //!     fn/<name>/prog                       a function's program
 //!     fn/<name>/meta                       kfd's load record (stats row, digests)
 //!     fn/<name>/maps/<map>                 config maps (kfd writes them)
 //!     fn/<name>/state/<map>                state maps (kfd never writes them)
-//!     fn/<name>.new/...                    a function being built (make before break)
+//!     fn/<name>@new/...                    a function being built (make before break)
+//!     fn/<name>@old/...                    the instance it replaced, until cleanup
 //! ```
+//!
+//! bpffs refuses names containing a dot (reserved by the kernel), so dots
+//! in interface or netns names are escaped, and suffixes use `@`.
 
 use std::path::{Path, PathBuf};
 
 use crate::model::{ChainKey, Hook};
 
-/// The chain maps every program in a chain shares, in ABI order.
-pub const CHAIN_MAPS: [&str; 5] = ["kf_progs", "kf_slots", "kf_stats", "kf_cursor", "kf_ctl"];
+/// The chain maps every program in a chain shares (ebpf/include/kf.h).
+pub const CHAIN_MAPS: [&str; 3] = ["kf_progs", "kf_stats", "kf_ctl"];
+
+/// Read-only globals kfd sets in every instance of a KF that uses the ABI.
+pub mod abi_globals {
+    /// The instance's index in `kf_progs`.
+    pub const SLOT_IDX: &str = "kf_slot_idx";
+    /// The function's row in `kf_stats`.
+    pub const FN_ID: &str = "kf_fn_id";
+    /// Verdict bits that continue the chain.
+    pub const PROCEED_ON: &str = "kf_proceed_on";
+}
 
 /// Suffix of a function directory under construction.
-pub const BUILDING_SUFFIX: &str = ".new";
+pub const BUILDING_SUFFIX: &str = "@new";
+/// Suffix of a function directory replaced by a newer instance.
+pub const RETIRED_SUFFIX: &str = "@old";
 
 /// Paths under one bpffs root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +91,12 @@ impl Layout {
     pub fn fn_building_dir(&self, key: &ChainKey, function: &str) -> PathBuf {
         self.functions_dir(key)
             .join(format!("{function}{BUILDING_SUFFIX}"))
+    }
+
+    /// Where a replaced instance waits for cleanup.
+    pub fn fn_retired_dir(&self, key: &ChainKey, function: &str) -> PathBuf {
+        self.functions_dir(key)
+            .join(format!("{function}{RETIRED_SUFFIX}"))
     }
 }
 
@@ -162,6 +184,7 @@ fn escape(s: &str) -> String {
             '%' => out.push_str("%25"),
             '/' => out.push_str("%2F"),
             '@' => out.push_str("%40"),
+            '.' => out.push_str("%2E"),
             c => out.push(c),
         }
     }
@@ -178,6 +201,7 @@ fn unescape(s: &str) -> Option<String> {
             "25" => '%',
             "2F" => '/',
             "40" => '@',
+            "2E" => '.',
             _ => return None,
         });
         rest = &rest[i + 3..];

@@ -291,6 +291,9 @@ impl fmt::Display for Source {
     }
 }
 
+/// The kfd ABI version (`KF_ABI_VERSION` in ebpf/include/kf.h), stored in `kf_ctl`.
+pub const ABI_VERSION: u32 = 1;
+
 /// Limits that keep one config from exhausting the machine.
 pub mod limits {
     /// Functions per chain (the ABI's KF_MAX_SLOTS).

@@ -17,11 +17,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use render::{render_json, render_text};
+pub use render::{blocked_message, render_json, render_text};
 
 use crate::desired::{DesiredChain, DesiredFunction, DesiredState};
 use crate::entries::{EntryDiff, EntrySet};
 use crate::model::{ChainKey, Hook, UpdateMode, XdpMode, limits, map_type};
+
+/// Slots per revision (the ABI's KF_MAX_SLOTS).
+const SLOTS: u32 = limits::MAX_SLOTS as u32;
 use crate::state::model::{InterfaceState, ObservedChain, ObservedFunction, ObservedState};
 
 /// Knobs of the planner.
@@ -149,6 +152,9 @@ pub enum LoadReason {
         /// What is wrong.
         detail: String,
     },
+    /// The chain's slots change: a new instance for the new slot, sharing
+    /// the live maps.
+    Relink,
 }
 
 /// One slot of a revision to write.
@@ -182,12 +188,19 @@ pub enum Action {
     ResetChain,
     /// Build: pin the chain maps and load the root program (not attached yet).
     CreateChain,
-    /// Build: load a program instance with fresh config maps, filled from config.
+    /// Build: load a program instance for a slot: with fresh config maps
+    /// filled from config, or (relink) sharing the live ones.
     LoadFunction {
         /// The function.
         function: String,
         /// Its stats row.
         fn_id: u32,
+        /// The `kf_progs` index it is built for.
+        slot: u32,
+        /// Verdict bits it continues the chain on.
+        proceed_on: u32,
+        /// Whether its config maps are new (and filled), or the live ones.
+        fresh_maps: bool,
         /// Why.
         reason: LoadReason,
         /// Entries per fresh config map, for output.
@@ -390,29 +403,25 @@ fn plan_chain(
         fn_ids.insert(f.name.as_str(), id);
     }
 
-    // Per function: load a new instance, or bring its live maps up to date.
-    let mut loads: BTreeSet<&str> = BTreeSet::new();
+    // Why each function needs a new instance (whatever the slots do).
+    let mut reasons: BTreeMap<&str, LoadReason> = BTreeMap::new();
     let mut commits = Vec::new();
     for f in &by_name {
-        let fn_id = fn_ids[f.name.as_str()];
         match obs.functions.get(&f.name) {
             None => {
-                out.actions.push(load_action(f, fn_id, LoadReason::New));
-                loads.insert(&f.name);
+                reasons.insert(&f.name, LoadReason::New);
             }
             Some(o) => match needs_load(f, o, opts) {
                 Some(reason) => {
-                    out.actions.push(load_action(f, fn_id, reason));
-                    loads.insert(&f.name);
+                    reasons.insert(&f.name, reason);
                 }
                 None => commits.extend(map_actions(f, o)),
             },
         }
     }
-    out.actions.extend(commits);
 
-    // Slots: one revision flip when the sequence changes, else slot
-    // replacements for swapped programs.
+    // Slots: the live ones match when each holds the function's pinned
+    // instance, built for exactly this slot, stats row and proceed_on.
     let slots: Vec<PlannedSlot> = desired
         .functions
         .iter()
@@ -422,33 +431,85 @@ fn plan_chain(
             proceed_on: f.proceed_on,
         })
         .collect();
-    let live: Option<Vec<PlannedSlot>> = obs
-        .active
-        .iter()
-        .map(|s| {
-            let name = obs.function_by_prog(s.prog_id?)?;
-            Some(PlannedSlot {
-                function: name.to_owned(),
-                fn_id: s.fn_id,
-                proceed_on: s.proceed_on,
-            })
-        })
-        .collect();
-    let inactive = obs.active_rev ^ 1;
-    let mut flipped = false;
-    if live.as_ref() != Some(&slots) {
-        let change = match (&live, creating) {
-            (_, true) => SlotChange::Created,
-            // A slot holds a program kfd did not pin there, or is empty mid-chain.
-            (None, false) => SlotChange::Repair,
-            (Some(_), false) => SlotChange::Changed,
+    let active_base = obs.active_rev * SLOTS;
+    let live_matches = obs.active.len() == slots.len()
+        && slots
+            .iter()
+            .zip(&obs.active)
+            .enumerate()
+            .all(|(pos, (want, live))| {
+                let Some(name) = live.prog_id.and_then(|id| obs.function_by_prog(id)) else {
+                    return false;
+                };
+                let meta = obs.functions.get(name).and_then(|f| f.meta);
+                let abi = desired.functions[pos].program.uses_abi;
+                name == want.function
+                    && meta.is_some_and(|m| {
+                        m.fn_id == want.fn_id
+                            && (!abi
+                                || (m.slot_idx == active_base + pos as u32
+                                    && m.proceed_on == want.proceed_on))
+                    })
+            });
+    let flip = creating || !live_matches;
+    let revision = if flip {
+        obs.active_rev ^ 1
+    } else {
+        obs.active_rev
+    };
+
+    // Instances: replacements where needed; on a flip, every function that
+    // speaks the ABI is rebuilt for its new slot (slot, row and proceed_on
+    // are baked in, so its tail call is a direct jump).
+    let mut loads: BTreeSet<&str> = BTreeSet::new();
+    for f in &by_name {
+        let pos = desired
+            .functions
+            .iter()
+            .position(|d| d.name == f.name)
+            .unwrap_or(0) as u32;
+        let reason = match reasons.remove(f.name.as_str()) {
+            Some(r) => r,
+            None if flip && f.program.uses_abi => LoadReason::Relink,
+            None => continue,
+        };
+        let fresh = reason != LoadReason::Relink;
+        out.actions.push(Action::LoadFunction {
+            function: f.name.clone(),
+            fn_id: fn_ids[f.name.as_str()],
+            slot: revision * SLOTS + pos,
+            proceed_on: f.proceed_on,
+            fresh_maps: fresh,
+            fills: if fresh {
+                f.maps
+                    .iter()
+                    .map(|(n, m)| (n.clone(), m.entries.len()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            reason,
+        });
+        loads.insert(&f.name);
+    }
+    out.actions.extend(commits);
+
+    if flip {
+        let change = if creating {
+            SlotChange::Created
+        } else if obs.active.iter().any(|s| {
+            s.prog_id
+                .is_none_or(|id| obs.function_by_prog(id).is_none())
+        }) {
+            SlotChange::Repair
+        } else {
+            SlotChange::Changed
         };
         out.actions.push(Action::SetRevision {
-            revision: inactive,
+            revision,
             slots,
             change,
         });
-        flipped = true;
     } else {
         for (index, s) in slots.iter().enumerate() {
             if loads.contains(s.function.as_str()) {
@@ -459,6 +520,7 @@ fn plan_chain(
             }
         }
     }
+    let flipped = flip;
 
     // The root's link.
     let attached_ok = obs.link.is_some_and(|l| {
@@ -483,7 +545,7 @@ fn plan_chain(
     // A new chain's other revision is empty already.
     if (flipped && !creating) || obs.inactive_used {
         out.actions.push(Action::ClearRevision {
-            revision: if flipped { obs.active_rev } else { inactive },
+            revision: obs.active_rev ^ u32::from(!flipped),
         });
     }
     for name in obs.functions.keys() {
@@ -526,19 +588,6 @@ fn check_blocked(
                 .find(|(_, id)| Some(*id) != ours)
                 .map(|(_, id)| Blocked::ForeignProgram { prog_id: *id })
         }
-    }
-}
-
-fn load_action(f: &DesiredFunction, fn_id: u32, reason: LoadReason) -> Action {
-    Action::LoadFunction {
-        function: f.name.clone(),
-        fn_id,
-        reason,
-        fills: f
-            .maps
-            .iter()
-            .map(|(n, m)| (n.clone(), m.entries.len()))
-            .collect(),
     }
 }
 
@@ -708,7 +757,7 @@ pub fn group(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

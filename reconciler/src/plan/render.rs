@@ -63,6 +63,7 @@ fn reason_text(r: &LoadReason) -> String {
         LoadReason::GlobalsChanged => "program swap: globals changed".into(),
         LoadReason::MapsSwap { map, detail } => format!("program swap: {map}: {detail}"),
         LoadReason::Repair { detail } => format!("repair: {detail}"),
+        LoadReason::Relink => "relink: new slot".into(),
     }
 }
 
@@ -106,8 +107,21 @@ fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
             Action::LoadFunction {
                 function,
                 fn_id,
+                slot,
+                reason: crate::plan::LoadReason::Relink,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  + relink {function} into slot {slot} (stats row {fn_id}; shares its live maps)"
+                );
+            }
+            Action::LoadFunction {
+                function,
+                fn_id,
                 reason,
                 fills,
+                ..
             } => {
                 let fills: Vec<String> = fills
                     .iter()

@@ -47,6 +47,7 @@ fn image(code: u8, uses_abi: bool) -> Arc<ProgramImage> {
         digest: digest(code),
         uses_abi,
         maps,
+        chain_maps: BTreeMap::new(),
     })
 }
 
@@ -167,7 +168,12 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                     );
                 }
                 Action::LoadFunction {
-                    function, fn_id, ..
+                    function,
+                    fn_id,
+                    slot,
+                    proceed_on,
+                    fresh_maps,
+                    ..
                 } => {
                     let f = want
                         .unwrap()
@@ -176,13 +182,10 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                         .find(|f| &f.name == function)
                         .unwrap();
                     let c = o.chains.get_mut(&cp.key).unwrap();
-                    let old_state = c
-                        .functions
-                        .get(function)
-                        .map(|f| f.state.clone())
-                        .unwrap_or_default();
+                    let old = c.functions.get(function).cloned().unwrap_or_default();
+                    let old_state = old.state.clone();
                     next_id += 1;
-                    let maps = f
+                    let fresh: BTreeMap<String, ObservedMap> = f
                         .maps
                         .iter()
                         .map(|(n, m)| {
@@ -195,6 +198,8 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                             )
                         })
                         .collect();
+                    // A relink shares the live maps; a fresh load starts them from config.
+                    let maps = if *fresh_maps { fresh } else { old.maps.clone() };
                     let state = f
                         .program
                         .maps
@@ -217,6 +222,8 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                             prog_id: Some(next_id),
                             meta: Some(FnMeta {
                                 fn_id: *fn_id,
+                                slot_idx: *slot,
+                                proceed_on: *proceed_on,
                                 code_digest: f.program.digest,
                                 globals_digest: f.globals_digest,
                             }),
@@ -285,8 +292,6 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                         .iter()
                         .map(|s| ObservedSlot {
                             prog_id: c.functions[&s.function].prog_id,
-                            proceed_on: s.proceed_on,
-                            fn_id: s.fn_id,
                         })
                         .collect();
                     c.active_rev = *revision;
@@ -480,7 +485,15 @@ fn reorder_flips_the_inactive_revision_and_clears_the_old_one() {
     let o = applied(&desired(vec![func("a", 10, &[]), func("b", 20, &[])]));
     let d = desired(vec![func("a", 30, &[]), func("b", 20, &[])]);
     let p = run(&d, &o);
-    assert_eq!(names(&p), ["revision 0 [b#1 a#0] Changed", "clear 1"]);
+    assert_eq!(
+        names(&p),
+        [
+            "load a Relink",
+            "load b Relink",
+            "revision 0 [b#1 a#0] Changed",
+            "clear 1"
+        ]
+    );
     assert_converges(&d, &o);
 }
 
@@ -490,7 +503,12 @@ fn removing_a_function_flips_then_unloads_it() {
     let d = desired(vec![func("b", 20, &[])]);
     assert_eq!(
         names(&run(&d, &o)),
-        ["revision 0 [b#1] Changed", "clear 1", "unload a"]
+        [
+            "load b Relink",
+            "revision 0 [b#1] Changed",
+            "clear 1",
+            "unload a"
+        ]
     );
     assert_converges(&d, &o);
 }
@@ -503,6 +521,7 @@ fn new_function_never_reuses_the_stats_row_of_one_being_removed() {
     assert_eq!(
         names(&p),
         [
+            "load b Relink",
             "load c New",
             "revision 0 [b#1 c#2] Changed",
             "clear 1",
@@ -546,7 +565,9 @@ fn bulk_change_above_threshold_swaps_the_program() {
         }
         let n = keys.len() / 8;
         let set = EntrySet::from_unsorted(8, 1, keys, vec![1; n]).unwrap();
-        Arc::get_mut(&mut f.maps.get_mut("deny_v4").unwrap().entries).map(|e| *e = set);
+        if let Some(e) = Arc::get_mut(&mut f.maps.get_mut("deny_v4").unwrap().entries) {
+            *e = set;
+        }
         f
     };
     let o = applied(&desired(vec![big(&many[..128])]));
@@ -618,7 +639,12 @@ fn a_slot_cleared_by_hand_is_repaired_by_a_flip() {
     o.chains.get_mut(&key("eth0")).unwrap().active[1].prog_id = None;
     assert_eq!(
         names(&run(&d, &o)),
-        ["revision 0 [a#0 b#1] Repair", "clear 1"]
+        [
+            "load a Relink",
+            "load b Relink",
+            "revision 0 [a#0 b#1] Repair",
+            "clear 1"
+        ]
     );
     assert_converges(&d, &o);
 }
@@ -628,7 +654,10 @@ fn a_program_replaced_by_hand_is_repaired() {
     let d = desired(vec![func("a", 10, &[])]);
     let mut o = applied(&d);
     o.chains.get_mut(&key("eth0")).unwrap().active[0].prog_id = Some(4242);
-    assert_eq!(names(&run(&d, &o)), ["revision 0 [a#0] Repair", "clear 1"]);
+    assert_eq!(
+        names(&run(&d, &o)),
+        ["load a Relink", "revision 0 [a#0] Repair", "clear 1"]
+    );
 }
 
 #[test]

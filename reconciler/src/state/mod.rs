@@ -164,11 +164,7 @@ fn observe_chain(
         });
     }
 
-    if let (Some(Some(ctl)), Some(Some(progs)), Some(Some(slots))) = (
-        maps.get("kf_ctl"),
-        maps.get("kf_progs"),
-        maps.get("kf_slots"),
-    ) {
+    if let (Some(Some(ctl)), Some(Some(progs))) = (maps.get("kf_ctl"), maps.get("kf_progs")) {
         let read_err = |source| StateError::Map {
             path: layout.chain_dir(key),
             source,
@@ -184,23 +180,12 @@ fn observe_chain(
             let mut found = Vec::new();
             for pos in 0..SLOTS_PER_REVISION {
                 let idx = (rev * SLOTS_PER_REVISION + pos).to_ne_bytes();
+                // A prog array read from user space yields the program's id.
                 let prog_id = progs.lookup_raw(&idx).map_err(read_err)?.and_then(|v| {
                     v.get(..4)
                         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                 });
-                let slot = slots
-                    .lookup_raw(&idx)
-                    .map_err(read_err)?
-                    .unwrap_or_default();
-                let word = |at: usize| {
-                    slot.get(at..at + 4)
-                        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                };
-                found.push(ObservedSlot {
-                    prog_id,
-                    proceed_on: word(0),
-                    fn_id: word(4),
-                });
+                found.push(ObservedSlot { prog_id });
             }
             // Keep positions up to the last filled slot; gaps stay visible as None.
             let last = found
@@ -217,7 +202,9 @@ fn observe_chain(
     }
 
     for name in bpffs::list(&layout.functions_dir(key))? {
-        if name.ends_with(BUILDING_SUFFIX) {
+        // Function names are [a-z0-9-]: anything else is a build or
+        // retirement dir left by an interrupted run.
+        if name.ends_with(BUILDING_SUFFIX) || name.contains('@') {
             continue;
         }
         let paths = FnPaths::new(layout.fn_dir(key, &name));

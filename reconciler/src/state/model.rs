@@ -64,15 +64,11 @@ pub struct ObservedLink {
     pub ifindex: u32,
 }
 
-/// One slot of the active revision.
+/// One slot of the active revision: the program in it, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ObservedSlot {
     /// The program in the slot, if any.
     pub prog_id: Option<u32>,
-    /// Verdict bits that continue the chain.
-    pub proceed_on: u32,
-    /// The stats row.
-    pub fn_id: u32,
 }
 
 /// One function's pins.
@@ -88,11 +84,17 @@ pub struct ObservedFunction {
     pub state: BTreeMap<String, ObservedMap>,
 }
 
-/// kfd's record of a loaded function, pinned next to it.
+/// kfd's record of a loaded function instance, pinned next to it. The
+/// slot, stats row and proceed_on are also baked into the instance as
+/// read-only globals; this record is how kfd reads them back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FnMeta {
     /// Its stats row in the chain.
     pub fn_id: u32,
+    /// The `kf_progs` index the instance was built for.
+    pub slot_idx: u32,
+    /// The verdict bits it continues the chain on.
+    pub proceed_on: u32,
     /// Digest of the object and program name it was loaded from.
     pub code_digest: Digest,
     /// Digest of the globals it was loaded with.
@@ -120,28 +122,34 @@ impl ObservedChain {
 
 /// Size of a function's pinned load record (an ARRAY map of one element).
 pub const META_SIZE: usize = 128;
-const META_MAGIC: &[u8; 4] = b"KFD1";
+const META_MAGIC: &[u8; 4] = b"KFD2";
 
 impl FnMeta {
-    /// The record as stored: magic, fn_id, code digest, globals digest, zero padding.
+    /// The record as stored: magic, fn_id, slot, proceed_on, code digest,
+    /// globals digest, zero padding.
     pub fn to_bytes(&self) -> [u8; META_SIZE] {
         let mut b = [0u8; META_SIZE];
         b[0..4].copy_from_slice(META_MAGIC);
         b[4..8].copy_from_slice(&self.fn_id.to_le_bytes());
-        b[8..40].copy_from_slice(&self.code_digest);
-        b[40..72].copy_from_slice(&self.globals_digest);
+        b[8..12].copy_from_slice(&self.slot_idx.to_le_bytes());
+        b[12..16].copy_from_slice(&self.proceed_on.to_le_bytes());
+        b[16..48].copy_from_slice(&self.code_digest);
+        b[48..80].copy_from_slice(&self.globals_digest);
         b
     }
 
     /// Parses a stored record; None if it is not one kfd wrote.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() < 72 || &b[0..4] != META_MAGIC {
+        if b.len() < 80 || &b[0..4] != META_MAGIC {
             return None;
         }
+        let word = |at: usize| b[at..at + 4].try_into().ok().map(u32::from_le_bytes);
         Some(Self {
-            fn_id: u32::from_le_bytes(b[4..8].try_into().ok()?),
-            code_digest: b[8..40].try_into().ok()?,
-            globals_digest: b[40..72].try_into().ok()?,
+            fn_id: word(4)?,
+            slot_idx: word(8)?,
+            proceed_on: word(12)?,
+            code_digest: b[16..48].try_into().ok()?,
+            globals_digest: b[48..80].try_into().ok()?,
         })
     }
 }
