@@ -48,3 +48,66 @@ mod tests {
         );
     }
 }
+
+/// A chain's root program, ready to load.
+#[derive(Debug)]
+pub struct RootImage {
+    /// The ELF object.
+    pub bytes: &'static [u8],
+    /// The program to load.
+    pub symbol: &'static str,
+    /// Shapes of the chain maps (`kf_*`) it declares, by name.
+    pub chain_maps: std::collections::BTreeMap<String, crate::model::MapShape>,
+}
+
+/// Why a root program is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// This build has no root for the hook.
+    #[error("no root program for hook {hook} in this build")]
+    Unsupported {
+        /// The hook.
+        hook: crate::model::Hook,
+    },
+    /// The embedded object does not parse (a build problem).
+    #[error(transparent)]
+    Object(#[from] crate::btf::ObjectError),
+}
+
+/// The root program for a hook, parsed once.
+pub fn root(hook: crate::model::Hook) -> Result<&'static RootImage, RootError> {
+    use crate::model::Hook;
+    use std::sync::OnceLock;
+    static XDP: OnceLock<RootImage> = OnceLock::new();
+    let (cell, name, symbol) = match hook {
+        Hook::Xdp => (&XDP, "xdp_root", "kf_root_xdp"),
+        Hook::TcIngress | Hook::TcEgress => return Err(RootError::Unsupported { hook }),
+    };
+    if let Some(img) = cell.get() {
+        return Ok(img);
+    }
+    let bytes = object(ObjectKind::Root, name).ok_or(RootError::Unsupported { hook })?;
+    let info = crate::btf::inspect(bytes)?;
+    let chain_maps = info
+        .maps
+        .iter()
+        .filter(|m| crate::layout::CHAIN_MAPS.contains(&m.name.as_str()))
+        .map(|m| (m.name.clone(), shape_of_def(m)))
+        .collect();
+    Ok(cell.get_or_init(|| RootImage {
+        bytes,
+        symbol,
+        chain_maps,
+    }))
+}
+
+/// The shape of a map definition.
+pub fn shape_of_def(m: &crate::btf::MapDef) -> crate::model::MapShape {
+    crate::model::MapShape {
+        map_type: m.map_type,
+        key_size: m.key_size,
+        value_size: m.value_size,
+        max_entries: m.max_entries,
+        map_flags: m.map_flags,
+    }
+}

@@ -5,6 +5,7 @@
 //! `config::load` → `state::observe` → `plan::plan` → `apply::execute` → `status`.
 #![deny(missing_docs)]
 
+pub mod apply;
 pub mod btf;
 pub mod builtin;
 pub mod config;
@@ -14,4 +15,6 @@ pub mod kernel;
 pub mod layout;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
 pub mod state;
+pub mod status;

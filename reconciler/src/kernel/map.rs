@@ -431,3 +431,35 @@ fn batch_unsupported(e: &SysError) -> bool {
 }
 
 pub use crate::model::map_type::{is_array, is_per_cpu};
+
+/// Returns once every BPF program that may have read a map before this call
+/// has finished. Updating a map-in-map makes the kernel wait for an RCU grace
+/// period before returning (the kernel selftests use the same trick), which
+/// is what "no packet still runs the old revision" needs.
+pub fn wait_for_readers() -> Result<(), MapError> {
+    use crate::model::map_type;
+    use sys::MapCreate;
+    let inner = ByteMap::create(
+        &MapCreate {
+            name: "kfd_sync_in",
+            map_type: map_type::ARRAY,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            map_flags: 0,
+        },
+        None,
+    )?;
+    let outer = ByteMap::create(
+        &MapCreate {
+            name: "kfd_sync",
+            map_type: map_type::ARRAY_OF_MAPS,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            map_flags: 0,
+        },
+        Some(inner.fd()),
+    )?;
+    outer.update_fd(0, inner.fd())
+}

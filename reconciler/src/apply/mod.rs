@@ -1,0 +1,374 @@
+//! Plan → kernel, make before break.
+//!
+//! Each chain runs its actions in the planner's three phases. Build steps
+//! create only new objects (under `fn/<name>@new/`, or a chain that is not
+//! attached yet). Commit steps change what packets see, each with an undo
+//! record. A failure in build or commit unwinds the undo log in reverse and
+//! removes everything built, so the previous chain keeps serving and nothing
+//! leaks. Cleanup runs after the commit stands; a failure there is reported
+//! but the new configuration stays in force.
+
+mod steps;
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::desired::{DesiredChain, DesiredState};
+use crate::entries::EntrySet;
+use crate::kernel::bpffs::{self, BpffsError};
+use crate::kernel::loader::{LoadError, Loaded};
+use crate::kernel::map::{ByteMap, MapError};
+use crate::kernel::sys::{self, SysError};
+use crate::kernel::xdp::XdpError;
+use crate::layout::Layout;
+use crate::model::{ChainKey, Source};
+use crate::plan::{Action, Phase, Plan, blocked_message};
+use crate::state::model::{ObservedChain, ObservedState};
+
+/// Why a chain could not be converged.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The planner refused to touch the chain.
+    #[error("{message}")]
+    Blocked {
+        /// Why.
+        message: String,
+    },
+    /// A function failed to build or go live.
+    #[error("function {function} ({source_at}): {error}")]
+    Function {
+        /// The function.
+        function: String,
+        /// Where it is defined.
+        source_at: Source,
+        /// What failed.
+        #[source]
+        error: Box<ApplyError>,
+    },
+    /// Loading a program failed (verifier, incompatible pin, ...).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A map operation failed.
+    #[error("{what}: {source}")]
+    Map {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: MapError,
+    },
+    /// A bpffs operation failed.
+    #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    /// A syscall failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        source: SysError,
+    },
+    /// Attaching the root failed.
+    #[error(transparent)]
+    Attach(#[from] XdpError),
+    /// The embedded root object could not be had.
+    #[error("root program: {0}")]
+    Root(#[from] crate::builtin::RootError),
+    /// The chain went live but cleaning up afterwards failed; the new
+    /// configuration is in force.
+    #[error("converged, but cleanup failed: {0}")]
+    Cleanup(#[source] Box<ApplyError>),
+}
+
+/// What happened to one chain.
+#[derive(Debug)]
+pub struct ChainReport {
+    /// The chain.
+    pub key: ChainKey,
+    /// Actions executed (all of them on success).
+    pub executed: usize,
+    /// Entries written to kernel maps (fills, upserts, deletes).
+    pub entries_written: usize,
+    /// Time spent.
+    pub elapsed: Duration,
+    /// Time spent in map writes alone.
+    pub map_write_time: Duration,
+    /// The failure, if any; the chain was rolled back unless it is `Cleanup`.
+    pub error: Option<ApplyError>,
+}
+
+/// What `execute` did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// One report per chain of the plan, in plan order.
+    pub chains: Vec<ChainReport>,
+}
+
+impl ApplyReport {
+    /// Whether every chain converged.
+    pub fn ok(&self) -> bool {
+        self.chains.iter().all(|c| c.error.is_none())
+    }
+
+    /// Entries written over all chains.
+    pub fn entries_written(&self) -> usize {
+        self.chains.iter().map(|c| c.entries_written).sum()
+    }
+
+    /// Time spent in map writes over all chains.
+    pub fn map_write_time(&self) -> Duration {
+        self.chains.iter().map(|c| c.map_write_time).sum()
+    }
+}
+
+/// Executes `plan`, chain by chain. Chains are independent: one failing
+/// leaves the others converged.
+pub fn execute(
+    plan: &Plan,
+    desired: &DesiredState,
+    observed: &ObservedState,
+    layout: &Layout,
+) -> ApplyReport {
+    let mut report = ApplyReport::default();
+    for cp in &plan.chains {
+        let started = Instant::now();
+        if let Some(b) = &cp.blocked {
+            report.chains.push(ChainReport {
+                key: cp.key.clone(),
+                executed: 0,
+                entries_written: 0,
+                elapsed: started.elapsed(),
+                map_write_time: Duration::ZERO,
+                error: Some(ApplyError::Blocked {
+                    message: blocked_message(&cp.key, b),
+                }),
+            });
+            continue;
+        }
+        let mut run = ChainRun::new(
+            layout,
+            &cp.key,
+            desired.chains.get(&cp.key),
+            observed.chains.get(&cp.key),
+        );
+        let error = run.run(&cp.actions).err();
+        report.chains.push(ChainReport {
+            key: cp.key.clone(),
+            executed: run.executed,
+            entries_written: run.entries_written,
+            elapsed: started.elapsed(),
+            map_write_time: run.map_write_time,
+            error,
+        });
+    }
+    report
+}
+
+/// A program instance built in this run, not yet live.
+struct Built {
+    loaded: Loaded,
+    dir: PathBuf,
+}
+
+/// How to take back one commit step.
+enum Undo {
+    RemoveDir(PathBuf),
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    /// Put entries back: write `restore`, delete `remove` (packed keys).
+    Entries {
+        map: PathBuf,
+        restore: EntrySet,
+        remove: Vec<u8>,
+    },
+    FlipBack {
+        revision: u32,
+    },
+    SlotBack {
+        index: u32,
+        prog: Option<OwnedFd>,
+    },
+    Detach {
+        link: PathBuf,
+    },
+}
+
+struct ChainRun<'a> {
+    layout: &'a Layout,
+    key: &'a ChainKey,
+    desired: Option<&'a DesiredChain>,
+    observed: Option<&'a ObservedChain>,
+    built: BTreeMap<String, Built>,
+    /// Every `fn/<name>.new` dir created in this run (removed on rollback).
+    building: Vec<PathBuf>,
+    root: Option<OwnedFd>,
+    undo: Vec<Undo>,
+    /// `fn/<name>@old` dirs left by promotions, removed at the end.
+    retired: Vec<PathBuf>,
+    executed: usize,
+    entries_written: usize,
+    map_write_time: Duration,
+}
+
+impl<'a> ChainRun<'a> {
+    fn new(
+        layout: &'a Layout,
+        key: &'a ChainKey,
+        desired: Option<&'a DesiredChain>,
+        observed: Option<&'a ObservedChain>,
+    ) -> Self {
+        Self {
+            layout,
+            key,
+            desired,
+            observed,
+            built: BTreeMap::new(),
+            building: Vec::new(),
+            root: None,
+            undo: Vec::new(),
+            retired: Vec::new(),
+            executed: 0,
+            entries_written: 0,
+            map_write_time: Duration::ZERO,
+        }
+    }
+
+    fn run(&mut self, actions: &[Action]) -> Result<(), ApplyError> {
+        let mut cleanup_error = None;
+        for action in actions {
+            let result = self.step(action);
+            match (result, action.phase()) {
+                (Ok(()), _) => self.executed += 1,
+                (Err(e), Phase::Build | Phase::Commit) => {
+                    self.rollback();
+                    return Err(e);
+                }
+                (Err(e), Phase::Cleanup) => {
+                    cleanup_error.get_or_insert(e);
+                }
+            }
+        }
+        // Committed: nothing to undo any more.
+        self.undo.clear();
+        for dir in std::mem::take(&mut self.retired) {
+            if let Err(e) = bpffs::remove_tree(&dir) {
+                cleanup_error.get_or_insert(e.into());
+            }
+        }
+        match cleanup_error {
+            Some(e) => Err(ApplyError::Cleanup(Box::new(e))),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes back every commit step, newest first, then drops what was built.
+    /// Best effort: an undo step that fails does not stop the others.
+    fn rollback(&mut self) {
+        while let Some(u) = self.undo.pop() {
+            let _ = self.undo_one(u);
+        }
+        self.built.clear();
+        for dir in std::mem::take(&mut self.building) {
+            let _ = bpffs::remove_tree(&dir);
+        }
+        self.retired.clear();
+    }
+
+    fn undo_one(&mut self, u: Undo) -> Result<(), ApplyError> {
+        match u {
+            Undo::RemoveDir(dir) => {
+                // A chain created in this run may already be attached by nothing;
+                // removing the dir drops every pin.
+                bpffs::remove_tree(&dir)?;
+            }
+            Undo::Rename { from, to } => bpffs::rename(&from, &to)?,
+            Undo::Entries {
+                map,
+                restore,
+                remove,
+            } => {
+                let m = open_map(&map)?;
+                m.delete_batch(&remove)
+                    .map_err(|source| map_err(&map, source))?;
+                m.update_batch(&restore)
+                    .map_err(|source| map_err(&map, source))?;
+            }
+            Undo::FlipBack { revision } => self.write_ctl(revision)?,
+            Undo::SlotBack { index, prog } => {
+                let progs = self.chain_map("kf_progs")?;
+                match prog {
+                    Some(fd) => progs
+                        .update_fd(index, std::os::fd::AsFd::as_fd(&fd))
+                        .map_err(|source| {
+                            map_err(&self.layout.chain_map(self.key, "kf_progs"), source)
+                        })?,
+                    None => {
+                        progs.delete(&index.to_ne_bytes()).map_err(|source| {
+                            map_err(&self.layout.chain_map(self.key, "kf_progs"), source)
+                        })?;
+                    }
+                }
+            }
+            Undo::Detach { link } => detach_link(&link)?,
+        }
+        Ok(())
+    }
+
+    fn chain_map(&self, name: &str) -> Result<ByteMap, ApplyError> {
+        open_map(&self.layout.chain_map(self.key, name))
+    }
+
+    fn write_ctl(&self, revision: u32) -> Result<(), ApplyError> {
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&revision.to_ne_bytes());
+        value[4..].copy_from_slice(&crate::model::ABI_VERSION.to_ne_bytes());
+        let ctl = self.chain_map("kf_ctl")?;
+        ctl.update(&0u32.to_ne_bytes(), &value)
+            .map_err(|source| map_err(&self.layout.chain_map(self.key, "kf_ctl"), source))
+    }
+}
+
+fn open_map(path: &std::path::Path) -> Result<ByteMap, ApplyError> {
+    ByteMap::from_pin(path).map_err(|source| map_err(path, source))
+}
+
+fn map_err(path: &std::path::Path, source: MapError) -> ApplyError {
+    ApplyError::Map {
+        what: path.display().to_string(),
+        source,
+    }
+}
+
+/// Detaches a chain's root and unpins everything of it (`kfd down`).
+pub fn destroy_chain(layout: &Layout, key: &ChainKey) -> Result<(), ApplyError> {
+    detach_link(&layout.link(key))?;
+    bpffs::remove_tree(&layout.chain_dir(key))?;
+    Ok(())
+}
+
+/// Detaches a pinned link (if any) and removes the pin.
+fn detach_link(path: &std::path::Path) -> Result<(), ApplyError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let fd = sys::obj_get(path).map_err(|source| ApplyError::Sys {
+        what: format!("opening link {}", path.display()),
+        source,
+    })?;
+    // A link whose interface vanished is already detached: EINVAL/ENOLINK are fine.
+    if let Err(e) = sys::link_detach(std::os::fd::AsFd::as_fd(&fd))
+        && !matches!(e.errno(), Some(libc::EINVAL | libc::ENOLINK | libc::ENOENT))
+    {
+        return Err(ApplyError::Sys {
+            what: format!("detaching link {}", path.display()),
+            source: e,
+        });
+    }
+    bpffs::unpin(path)?;
+    Ok(())
+}

@@ -1,0 +1,522 @@
+//! One function per action kind.
+
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::Path;
+use std::time::Instant;
+
+use super::{ApplyError, Built, ChainRun, Undo, detach_link, map_err, open_map};
+use crate::desired::DesiredFunction;
+use crate::entries::EntrySet;
+use crate::kernel::bpffs;
+use crate::kernel::loader::{self, LoadRequest, PinnedMap, ProgKind};
+use crate::kernel::map::{ByteMap, wait_for_readers};
+use crate::kernel::netns::netns_path;
+use crate::kernel::sys::{self, MapCreate};
+use crate::kernel::xdp;
+use crate::layout::{CHAIN_MAPS, FnPaths, abi_globals};
+use crate::model::{Hook, map_type};
+use crate::plan::{Action, PlannedSlot};
+use crate::state::SLOTS_PER_REVISION;
+use crate::state::model::{FnMeta, META_SIZE};
+
+impl<'a> ChainRun<'a> {
+    pub(super) fn step(&mut self, action: &Action) -> Result<(), ApplyError> {
+        match action {
+            Action::ResetChain | Action::DestroyChain => self.destroy_chain(),
+            Action::CreateChain => self.create_chain(),
+            Action::LoadFunction {
+                function,
+                fn_id,
+                slot,
+                proceed_on,
+                fresh_maps,
+                reason,
+                ..
+            } => {
+                let f = self.function(function)?;
+                let instance = Instance {
+                    fn_id: *fn_id,
+                    slot: *slot,
+                    proceed_on: *proceed_on,
+                    fresh_maps: *fresh_maps,
+                    new_function: matches!(reason, crate::plan::LoadReason::New),
+                };
+                self.load_function(f, &instance)
+                    .map_err(|e| ApplyError::Function {
+                        function: f.name.clone(),
+                        source_at: f.source.clone(),
+                        error: Box::new(e),
+                    })
+            }
+            Action::ManageMap { function, map } => {
+                let paths = self.live(function);
+                bpffs::create_dir_all(&paths.maps_dir())?;
+                self.rename(&paths.state_map(map), &paths.config_map(map))
+            }
+            Action::UnmanageMap {
+                function,
+                map,
+                deletes,
+                ..
+            } => {
+                let paths = self.live(function);
+                self.write_entries(function, map, &EntrySet::new(1, 0), deletes)?;
+                bpffs::create_dir_all(&paths.state_dir())?;
+                self.rename(&paths.config_map(map), &paths.state_map(map))
+            }
+            Action::UpdateEntries {
+                function,
+                map,
+                diff,
+                ..
+            } => {
+                let f = self.function(function)?;
+                self.write_entries(function, map, &diff.upserts, &diff.deletes)
+                    .map_err(|e| ApplyError::Function {
+                        function: f.name.clone(),
+                        source_at: f
+                            .maps
+                            .get(map)
+                            .map_or_else(|| f.source.clone(), |m| m.source.clone()),
+                        error: Box::new(e),
+                    })
+            }
+            Action::SetRevision {
+                revision, slots, ..
+            } => self.set_revision(*revision, slots),
+            Action::ReplaceSlot { function, index } => self.replace_slot(function, *index),
+            Action::Attach { mode, replace } => self.attach(*mode, *replace),
+            Action::ClearRevision { revision } => self.clear_revision(*revision),
+            Action::UnloadFunction { function } => {
+                bpffs::remove_tree(&self.layout.fn_dir(self.key, function))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn function(&self, name: &str) -> Result<&'a DesiredFunction, ApplyError> {
+        self.desired
+            .and_then(|d| d.functions.iter().find(|f| f.name == name))
+            .ok_or_else(|| ApplyError::Blocked {
+                message: format!(
+                    "internal: plan names function {name} which the config does not define"
+                ),
+            })
+    }
+
+    fn live(&self, function: &str) -> FnPaths {
+        FnPaths::new(self.layout.fn_dir(self.key, function))
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), ApplyError> {
+        bpffs::rename(from, to)?;
+        self.undo.push(Undo::Rename {
+            from: to.to_owned(),
+            to: from.to_owned(),
+        });
+        Ok(())
+    }
+
+    fn destroy_chain(&mut self) -> Result<(), ApplyError> {
+        detach_link(&self.layout.link(self.key))?;
+        bpffs::remove_tree(&self.layout.chain_dir(self.key))?;
+        Ok(())
+    }
+
+    fn create_chain(&mut self) -> Result<(), ApplyError> {
+        let dir = self.layout.chain_dir(self.key);
+        bpffs::create_dir_all(&dir)?;
+        self.undo.push(Undo::RemoveDir(dir));
+        bpffs::create_dir_all(&self.layout.functions_dir(self.key))?;
+        let root = crate::builtin::root(self.key.hook)?;
+        let pinned = self.chain_pins(&root.chain_maps);
+        let loaded = loader::load(&LoadRequest {
+            object: root.bytes,
+            program: root.symbol,
+            kind: prog_kind(self.key.hook),
+            pinned,
+            globals: Vec::new(),
+        })?;
+        sys::obj_pin(loaded.prog.as_fd(), &self.layout.root_prog(self.key)).map_err(|source| {
+            ApplyError::Sys {
+                what: "pinning the root program".into(),
+                source,
+            }
+        })?;
+        self.root = Some(loaded.prog);
+        self.write_ctl(0)
+    }
+
+    fn chain_pins<'s>(
+        &self,
+        shapes: &'s std::collections::BTreeMap<String, crate::model::MapShape>,
+    ) -> Vec<PinnedMap<'s>> {
+        shapes
+            .iter()
+            .filter(|(name, _)| CHAIN_MAPS.contains(&name.as_str()))
+            .map(|(name, shape)| PinnedMap {
+                name: name.as_str(),
+                path: self.layout.chain_map(self.key, name),
+                shape: *shape,
+            })
+            .collect()
+    }
+
+    fn load_function(&mut self, f: &DesiredFunction, inst: &Instance) -> Result<(), ApplyError> {
+        let building = FnPaths::new(self.layout.fn_building_dir(self.key, &f.name));
+        let live = self.live(&f.name);
+        bpffs::remove_tree(building.dir())?; // leftovers of an interrupted run
+        bpffs::create_dir_all(&building.maps_dir())?;
+        bpffs::create_dir_all(&building.state_dir())?;
+        // Registered now so a failure below removes the half-built dir.
+        self.building.push(building.dir().to_owned());
+
+        // Which maps come from live pins: state maps always; config maps
+        // only when relinking (a new slot for the same program and data).
+        let mut pinned = self.chain_pins(&f.program.chain_maps);
+        let mut reused = Vec::new();
+        for (name, shape) in &f.program.maps {
+            let config = f.maps.contains_key(name);
+            let from = if config && !inst.fresh_maps {
+                [live.config_map(name), live.state_map(name)]
+                    .into_iter()
+                    .find(|p| p.exists())
+            } else if config {
+                None
+            } else {
+                Some(live.state_map(name)).filter(|p| p.exists())
+            };
+            let target = if config {
+                building.config_map(name)
+            } else {
+                building.state_map(name)
+            };
+            match from {
+                Some(path) => {
+                    reused.push((name.as_str(), target));
+                    pinned.push(PinnedMap {
+                        name: name.as_str(),
+                        path,
+                        shape: *shape,
+                    });
+                }
+                // A fresh state map is created and pinned in place by aya.
+                None if !config => pinned.push(PinnedMap {
+                    name: name.as_str(),
+                    path: target,
+                    shape: *shape,
+                }),
+                None => {}
+            }
+        }
+        let slot = inst.slot.to_le_bytes();
+        let fn_id = inst.fn_id.to_le_bytes();
+        let proceed_on = inst.proceed_on.to_le_bytes();
+        let mut globals: Vec<(&str, &[u8])> = f
+            .globals
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        if f.program.uses_abi {
+            globals.extend([
+                (abi_globals::SLOT_IDX, &slot[..]),
+                (abi_globals::FN_ID, &fn_id[..]),
+                (abi_globals::PROCEED_ON, &proceed_on[..]),
+            ]);
+        }
+        let loaded = loader::load(&LoadRequest {
+            object: &f.program.bytes,
+            program: &f.program.symbol,
+            kind: prog_kind(self.key.hook),
+            pinned,
+            globals,
+        })?;
+
+        if inst.fresh_maps {
+            for (name, m) in &f.maps {
+                let Some(map) = loaded.maps.get(name) else {
+                    continue;
+                };
+                let t = Instant::now();
+                map.update_batch(&m.entries)
+                    .map_err(|source| ApplyError::Map {
+                        what: format!("filling map {name}"),
+                        source,
+                    })?;
+                self.map_write_time += t.elapsed();
+                self.entries_written += m.entries.len();
+                map.pin(&building.config_map(name))
+                    .map_err(|source| map_err(&building.config_map(name), source))?;
+            }
+        }
+        // Shared maps get a second pin in the new dir, which then stands alone.
+        for (name, target) in reused {
+            if let Some(map) = loaded.maps.get(name) {
+                map.pin(&target)
+                    .map_err(|source| map_err(&target, source))?;
+            }
+        }
+        sys::obj_pin(loaded.prog.as_fd(), &building.prog()).map_err(|source| ApplyError::Sys {
+            what: format!("pinning program {}", building.prog().display()),
+            source,
+        })?;
+        write_meta(
+            &building.meta(),
+            &FnMeta {
+                fn_id: inst.fn_id,
+                slot_idx: inst.slot,
+                proceed_on: inst.proceed_on,
+                code_digest: f.program.digest,
+                globals_digest: f.globals_digest,
+            },
+        )?;
+        if inst.new_function && f.program.uses_abi {
+            // The row may hold counts of a function removed long ago.
+            let stats = self.chain_map("kf_stats")?;
+            stats
+                .update(
+                    &inst.fn_id.to_ne_bytes(),
+                    &vec![0u8; stats.info().value_size as usize],
+                )
+                .map_err(|source| map_err(&self.layout.chain_map(self.key, "kf_stats"), source))?;
+        }
+        self.built.insert(
+            f.name.clone(),
+            Built {
+                loaded,
+                dir: building.dir().to_owned(),
+            },
+        );
+        Ok(())
+    }
+
+    fn write_entries(
+        &mut self,
+        function: &str,
+        map: &str,
+        upserts: &EntrySet,
+        deletes: &[u8],
+    ) -> Result<(), ApplyError> {
+        let path = self.live(function).config_map(map);
+        let m = open_map(&path)?;
+        // Undo puts back exactly what observe saw for every key touched.
+        let before = self
+            .observed
+            .and_then(|c| c.functions.get(function))
+            .and_then(|f| f.maps.get(map))
+            .and_then(|m| m.entries.as_ref());
+        let ks = m.info().key_size as usize;
+        let vs = m.info().value_size as usize;
+        let mut restore_k = Vec::new();
+        let mut restore_v = Vec::new();
+        let mut remove = Vec::new();
+        for k in upserts
+            .packed_keys()
+            .chunks_exact(ks.max(1))
+            .chain(deletes.chunks_exact(ks.max(1)))
+        {
+            match before.and_then(|b| b.get(k)) {
+                Some(v) => {
+                    restore_k.extend_from_slice(k);
+                    restore_v.extend_from_slice(v);
+                }
+                None => remove.extend_from_slice(k),
+            }
+        }
+        self.undo.push(Undo::Entries {
+            map: path.clone(),
+            restore: EntrySet::from_unique(ks, vs, restore_k, restore_v),
+            remove,
+        });
+        let t = Instant::now();
+        m.update_batch(upserts)
+            .map_err(|source| map_err(&path, source))?;
+        m.delete_batch(deletes)
+            .map_err(|source| map_err(&path, source))?;
+        self.map_write_time += t.elapsed();
+        self.entries_written += upserts.len() + deletes.len() / ks.max(1);
+        Ok(())
+    }
+
+    /// The program fd for a slot: the instance built in this run, or the live pin.
+    fn slot_prog(&self, function: &str) -> Result<OwnedFd, ApplyError> {
+        if let Some(b) = self.built.get(function) {
+            return b.loaded.prog.try_clone().map_err(|e| ApplyError::Sys {
+                what: "duplicating a program fd".into(),
+                source: sys::SysError {
+                    call: "dup",
+                    source: e,
+                },
+            });
+        }
+        let path = self.live(function).prog();
+        sys::obj_get(&path).map_err(|source| ApplyError::Sys {
+            what: format!("opening program {}", path.display()),
+            source,
+        })
+    }
+
+    fn set_revision(&mut self, revision: u32, slots: &[PlannedSlot]) -> Result<(), ApplyError> {
+        let progs = self.chain_map("kf_progs")?;
+        let progs_path = self.layout.chain_map(self.key, "kf_progs");
+        let base = revision * SLOTS_PER_REVISION;
+        for (i, s) in slots.iter().enumerate() {
+            let idx = base + i as u32;
+            let fd = self.slot_prog(&s.function)?;
+            progs
+                .update_fd(idx, fd.as_fd())
+                .map_err(|source| map_err(&progs_path, source))?;
+        }
+        // The slot after the last must be empty, or the chain would run on.
+        for idx in base + slots.len() as u32..base + SLOTS_PER_REVISION {
+            progs
+                .delete(&idx.to_ne_bytes())
+                .map_err(|source| map_err(&progs_path, source))?;
+        }
+        let previous = self.current_revision()?;
+        self.write_ctl(revision)?;
+        self.undo.push(Undo::FlipBack { revision: previous });
+        let names: Vec<String> = self.built.keys().cloned().collect();
+        for name in names {
+            self.promote(&name)?;
+        }
+        Ok(())
+    }
+
+    fn current_revision(&self) -> Result<u32, ApplyError> {
+        let ctl = self.chain_map("kf_ctl")?;
+        let raw = ctl
+            .lookup_raw(&0u32.to_ne_bytes())
+            .map_err(|source| map_err(&self.layout.chain_map(self.key, "kf_ctl"), source))?
+            .unwrap_or_default();
+        Ok(raw
+            .get(..4)
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) & 1))
+    }
+
+    fn replace_slot(&mut self, function: &str, index: u32) -> Result<(), ApplyError> {
+        let progs = self.chain_map("kf_progs")?;
+        let progs_path = self.layout.chain_map(self.key, "kf_progs");
+        let idx = self.current_revision()? * SLOTS_PER_REVISION + index;
+        let old = sys::obj_get(&self.live(function).prog()).ok();
+        let fd = self.slot_prog(function)?;
+        progs
+            .update_fd(idx, fd.as_fd())
+            .map_err(|source| map_err(&progs_path, source))?;
+        self.undo.push(Undo::SlotBack {
+            index: idx,
+            prog: old,
+        });
+        self.promote(function)
+    }
+
+    /// Makes a built instance the live one: `fn/<name>` → `fn/<name>.old`,
+    /// `fn/<name>.new` → `fn/<name>`. The old dir goes after the commit.
+    fn promote(&mut self, function: &str) -> Result<(), ApplyError> {
+        let Some(b) = self.built.remove(function) else {
+            return Ok(());
+        };
+        let live = self.layout.fn_dir(self.key, function);
+        if live.exists() {
+            let retired = self.layout.fn_retired_dir(self.key, function);
+            bpffs::remove_tree(&retired)?;
+            self.rename(&live, &retired)?;
+            self.retired.push(retired);
+        }
+        self.rename(&b.dir, &live)?;
+        // The instance lives on through its pins; the fds can go.
+        drop(b.loaded);
+        Ok(())
+    }
+
+    fn attach(&mut self, mode: crate::model::XdpMode, replace: bool) -> Result<(), ApplyError> {
+        let link_path = self.layout.link(self.key);
+        if replace {
+            // A defunct link, or one in the wrong mode: packets bypass the
+            // chain until the new link is in (unavoidable for a mode change).
+            detach_link(&link_path)?;
+        }
+        let root = match &self.root {
+            Some(fd) => fd.try_clone().map_err(|e| ApplyError::Sys {
+                what: "duplicating the root fd".into(),
+                source: sys::SysError {
+                    call: "dup",
+                    source: e,
+                },
+            })?,
+            None => sys::obj_get(&self.layout.root_prog(self.key)).map_err(|source| {
+                ApplyError::Sys {
+                    what: "opening the root program".into(),
+                    source,
+                }
+            })?,
+        };
+        let netns = self.key.netns.as_deref().map(netns_path);
+        let (link, _mode) = xdp::attach(
+            netns.as_deref(),
+            self.key.netns.as_deref(),
+            &self.key.interface,
+            root.as_fd(),
+            mode,
+        )?;
+        sys::obj_pin(link.as_fd(), &link_path).map_err(|source| {
+            let _ = sys::link_detach(link.as_fd());
+            ApplyError::Sys {
+                what: format!("pinning link {}", link_path.display()),
+                source,
+            }
+        })?;
+        self.undo.push(Undo::Detach { link: link_path });
+        Ok(())
+    }
+
+    fn clear_revision(&mut self, revision: u32) -> Result<(), ApplyError> {
+        // No packet may still be walking the revision we are about to empty.
+        wait_for_readers().map_err(|source| ApplyError::Map {
+            what: "waiting for in-flight packets".into(),
+            source,
+        })?;
+        let progs = self.chain_map("kf_progs")?;
+        let base = revision * SLOTS_PER_REVISION;
+        for idx in base..base + SLOTS_PER_REVISION {
+            progs
+                .delete(&idx.to_ne_bytes())
+                .map_err(|source| map_err(&self.layout.chain_map(self.key, "kf_progs"), source))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a new instance is built for.
+struct Instance {
+    fn_id: u32,
+    slot: u32,
+    proceed_on: u32,
+    fresh_maps: bool,
+    new_function: bool,
+}
+
+fn prog_kind(hook: Hook) -> ProgKind {
+    match hook {
+        Hook::Xdp => ProgKind::Xdp,
+        Hook::TcIngress | Hook::TcEgress => ProgKind::Classifier,
+    }
+}
+
+fn write_meta(path: &Path, meta: &FnMeta) -> Result<(), ApplyError> {
+    let map = ByteMap::create(
+        &MapCreate {
+            name: "kfd_meta",
+            map_type: map_type::ARRAY,
+            key_size: 4,
+            value_size: META_SIZE as u32,
+            max_entries: 1,
+            map_flags: 0,
+        },
+        None,
+    )
+    .map_err(|source| map_err(path, source))?;
+    map.update(&0u32.to_ne_bytes(), &meta.to_bytes())
+        .map_err(|source| map_err(path, source))?;
+    map.pin(path).map_err(|source| map_err(path, source))
+}

@@ -1,0 +1,466 @@
+//! The command line: the only place errors become `anyhow` and then text.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use reconciler::config::{self, DEFAULT_MAX_FILE_SIZE, ReadRules};
+use reconciler::layout::Layout;
+use reconciler::model::Hook;
+use reconciler::plan::{self, PlanOptions};
+use reconciler::reconcile::{Gathered, Instance, Lock, default_state_dir};
+use reconciler::{kernel, state, status};
+
+/// kfd: declarative eBPF kernel-function chains from a config directory.
+#[derive(Debug, Parser)]
+#[command(name = "kfd", version, about, long_about = None)]
+struct Cli {
+    /// Directory of *.yaml/*.yml config files.
+    #[arg(
+        long,
+        global = true,
+        env = "KFD_CONFIG_DIR",
+        default_value = "/etc/kf.d"
+    )]
+    config_dir: PathBuf,
+    /// bpffs directory under which kfd pins everything it owns.
+    #[arg(
+        long,
+        global = true,
+        env = "KFD_BPFFS",
+        default_value = "/sys/fs/bpf/kfd"
+    )]
+    bpffs: PathBuf,
+    /// kfd's own state (last good config). Default: /var/lib/kfd/<bpffs path>.
+    #[arg(long, global = true, env = "KFD_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Accept config files and objects that non-root users can write.
+    #[arg(long, global = true, env = "KFD_INSECURE_PERMISSIONS")]
+    insecure_permissions: bool,
+    /// Largest config file or object accepted, in bytes.
+    #[arg(long, global = true, env = "KFD_MAX_FILE_SIZE", default_value_t = DEFAULT_MAX_FILE_SIZE)]
+    max_file_size: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check files or dirs (default: the config dir). Exit 0 valid, 1 invalid.
+    Validate {
+        /// Files or dirs. A file is checked on its own content, whatever its name.
+        paths: Vec<PathBuf>,
+    },
+    /// Dry run: the config diff since the last apply, then the actions. Exit 0 in sync, 2 changes pending, 1 error.
+    Plan {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// With `update: auto`, swap when more than this fraction of a map's entries change.
+        #[arg(long, env = "KFD_SWAP_THRESHOLD", default_value_t = PlanOptions::default().swap_threshold)]
+        swap_threshold: f64,
+    },
+    /// Converge once and print what was done. Exit 0 converged, 1 failed.
+    Apply {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// With `update: auto`, swap when more than this fraction of a map's entries change.
+        #[arg(long, env = "KFD_SWAP_THRESHOLD", default_value_t = PlanOptions::default().swap_threshold)]
+        swap_threshold: f64,
+    },
+    /// The live chains: slots in order, programs, maps, verdict counters.
+    Status {
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Detach and unpin everything kfd owns (or only the matching chains).
+    Down {
+        /// Only chains on this interface.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Only chains on this hook.
+        #[arg(long, value_parser = ["xdp", "tc-ingress", "tc-egress"])]
+        hook: Option<String>,
+        /// Only chains in this network namespace.
+        #[arg(long)]
+        netns: Option<String>,
+    },
+}
+
+/// Runs the command line and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kfd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn instance(cli: &Cli, swap_threshold: f64) -> Instance {
+    Instance {
+        config_dir: cli.config_dir.clone(),
+        layout: Layout::new(&cli.bpffs),
+        state_dir: cli
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir(&cli.bpffs)),
+        rules: ReadRules {
+            max_size: cli.max_file_size,
+            strict_permissions: !cli.insecure_permissions,
+        },
+        plan: PlanOptions { swap_threshold },
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Validate { paths } => validate(&cli, paths),
+        Command::Plan {
+            output,
+            swap_threshold,
+        } => plan_cmd(&instance(&cli, *swap_threshold), *output),
+        Command::Apply {
+            output,
+            swap_threshold,
+        } => apply_cmd(&instance(&cli, *swap_threshold), *output),
+        Command::Status { output } => status_cmd(&instance(&cli, 0.5), *output),
+        Command::Down {
+            interface,
+            hook,
+            netns,
+        } => down(&instance(&cli, 0.5), interface, hook, netns),
+    }
+}
+
+fn validate(cli: &Cli, paths: &[PathBuf]) -> Result<ExitCode> {
+    let rules = ReadRules {
+        max_size: cli.max_file_size,
+        strict_permissions: !cli.insecure_permissions,
+    };
+    let paths: Vec<&Path> = if paths.is_empty() {
+        vec![cli.config_dir.as_path()]
+    } else {
+        paths.iter().map(PathBuf::as_path).collect()
+    };
+    match config::validate(&paths, &rules) {
+        Ok(n) => {
+            println!(
+                "valid: {n} function{} on {} path{}",
+                plural(n),
+                paths.len(),
+                plural(paths.len())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("invalid: {} error{}", errors.len(), plural(errors.len()));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn lock(inst: &Instance, exclusive: bool) -> Result<Lock> {
+    inst.ensure_bpffs().context("preparing bpffs")?;
+    Ok(Lock::acquire(inst.layout.root(), exclusive, || {
+        eprintln!(
+            "kfd: another kfd holds {}; waiting for it to finish",
+            inst.layout.root().display()
+        );
+    })?)
+}
+
+fn gather(inst: &Instance) -> Result<Gathered> {
+    inst.gather().context("reading config and live state")
+}
+
+/// Unified diffs of the config files against the last applied versions.
+fn config_diff(g: &Gathered) -> String {
+    use similar::TextDiff;
+    let mut out = String::new();
+    let mut names: Vec<&str> = g.config.current.keys().map(String::as_str).collect();
+    names.extend(g.snapshot.names());
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let old = g
+            .snapshot
+            .get(name)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let new = g
+            .config
+            .current
+            .get(name)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        if old == new {
+            continue;
+        }
+        let diff = TextDiff::configure()
+            .deadline(Instant::now() + Duration::from_secs(2))
+            .diff_lines(&old, &new);
+        let text = diff
+            .unified_diff()
+            .context_radius(3)
+            .header(
+                &if g.snapshot.get(name).is_some() {
+                    format!("a/{name}")
+                } else {
+                    "/dev/null".into()
+                },
+                &if g.config.current.contains_key(name) {
+                    format!("b/{name}")
+                } else {
+                    "/dev/null".into()
+                },
+            )
+            .to_string();
+        const MAX_LINES: usize = 200;
+        let lines: Vec<&str> = text.lines().collect();
+        for l in lines.iter().take(MAX_LINES) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        if lines.len() > MAX_LINES {
+            out.push_str(&format!(
+                "… {} more diff lines for {name}\n",
+                lines.len() - MAX_LINES
+            ));
+        }
+    }
+    out
+}
+
+fn print_config_errors(g: &Gathered) {
+    for e in &g.config.errors {
+        eprintln!("{e}");
+    }
+    for (name, st) in &g.config.files {
+        match st {
+            config::FileStatus::KeptLastGood => {
+                eprintln!("kfd: {name}: invalid; its last good version stays in force")
+            }
+            config::FileStatus::Rejected => {
+                eprintln!("kfd: {name}: invalid and never applied; it contributes nothing")
+            }
+            config::FileStatus::Valid => {}
+        }
+    }
+}
+
+fn plan_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
+    let _lock = lock(inst, false)?;
+    let g = gather(inst)?;
+    let p = inst.plan(&g);
+    let has_errors = !g.config.errors.is_empty();
+    match output {
+        Output::Text => {
+            let diff = config_diff(&g);
+            if !diff.is_empty() {
+                print!("{diff}");
+                println!();
+            }
+            print_config_errors(&g);
+            print!("{}", plan::render_text(&p, &g.config.desired));
+            if p.in_sync() {
+                println!("in sync: nothing to do");
+            } else {
+                println!(
+                    "plan: {} action{} on {} chain{}",
+                    p.action_count(),
+                    plural(p.action_count()),
+                    p.chains.len(),
+                    plural(p.chains.len())
+                );
+            }
+        }
+        Output::Json => {
+            let mut v = plan::render_json(&p, &g.config.desired);
+            v["config_diff"] = json!(config_diff(&g));
+            v["errors"] = json!(
+                g.config
+                    .errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            );
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(ExitCode::from(match (has_errors, p.in_sync()) {
+        (true, _) => 1,
+        (false, true) => 0,
+        (false, false) => 2,
+    }))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
+    let started = Instant::now();
+    let _lock = lock(inst, true)?;
+    let g = gather(inst)?;
+    let t = Instant::now();
+    let p = inst.plan(&g);
+    let plan_time = t.elapsed();
+    let t = Instant::now();
+    let report = inst.apply(&g, &p)?;
+    let apply_time = t.elapsed();
+    let ok = report.ok() && g.config.errors.is_empty();
+    let timings = &g.config.timings;
+    match output {
+        Output::Text => {
+            print_config_errors(&g);
+            if p.in_sync() {
+                println!("in sync: nothing to do");
+            }
+            for c in &report.chains {
+                match &c.error {
+                    None => println!(
+                        "converged {}: {} action{}, {} entr{} written ({})",
+                        c.key,
+                        c.executed,
+                        plural(c.executed),
+                        c.entries_written,
+                        if c.entries_written == 1 { "y" } else { "ies" },
+                        secs(c.elapsed)
+                    ),
+                    Some(e) => eprintln!("kfd: {}: {e:#}", c.key),
+                }
+            }
+            println!(
+                "timings: read {} parse {} validate {} encode {} observe {} diff {} apply {} (kernel writes {}) total {}",
+                secs(timings.read),
+                secs(timings.parse),
+                secs(timings.validate),
+                secs(timings.encode),
+                secs(g.observe_time),
+                secs(plan_time),
+                secs(apply_time),
+                secs(report.map_write_time()),
+                secs(started.elapsed())
+            );
+        }
+        Output::Json => {
+            let chains: Vec<_> = report
+                .chains
+                .iter()
+                .map(|c| {
+                    json!({
+                        "interface": c.key.interface,
+                        "hook": c.key.hook,
+                        "netns": c.key.netns,
+                        "actions": c.executed,
+                        "entries_written": c.entries_written,
+                        "seconds": c.elapsed.as_secs_f64(),
+                        "error": c.error.as_ref().map(|e| format!("{e:#}")),
+                    })
+                })
+                .collect();
+            let v = json!({
+                "ok": ok,
+                "in_sync_before": p.in_sync(),
+                "chains": chains,
+                "errors": g.config.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "entries_written": report.entries_written(),
+                "timings": {
+                    "read": timings.read.as_secs_f64(),
+                    "parse": timings.parse.as_secs_f64(),
+                    "validate": timings.validate.as_secs_f64(),
+                    "encode": timings.encode.as_secs_f64(),
+                    "observe": g.observe_time.as_secs_f64(),
+                    "diff": plan_time.as_secs_f64(),
+                    "apply": apply_time.as_secs_f64(),
+                    "kernel_write": report.map_write_time().as_secs_f64(),
+                    "total": started.elapsed().as_secs_f64(),
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn status_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
+    let _lock = lock(inst, false)?;
+    let observed = state::observe(&inst.layout, []).context("reading live state")?;
+    let chains = status::collect(&inst.layout, &observed).context("reading live state")?;
+    match output {
+        Output::Text => print!("{}", status::render_text(&chains)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "chains": chains }))?
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn down(
+    inst: &Instance,
+    interface: &Option<String>,
+    hook: &Option<String>,
+    netns: &Option<String>,
+) -> Result<ExitCode> {
+    let _lock = lock(inst, true)?;
+    let observed = state::observe(&inst.layout, []).context("reading live state")?;
+    let hook = hook.as_deref().and_then(Hook::parse);
+    let mut removed = 0;
+    let mut failed = false;
+    for key in observed.chains.keys() {
+        if interface.as_ref().is_some_and(|i| *i != key.interface)
+            || hook.is_some_and(|h| h != key.hook)
+            || netns
+                .as_ref()
+                .is_some_and(|n| key.netns.as_ref() != Some(n))
+        {
+            continue;
+        }
+        match reconciler::apply::destroy_chain(&inst.layout, key) {
+            Ok(()) => {
+                println!("removed {key}");
+                removed += 1;
+            }
+            Err(e) => {
+                eprintln!("kfd: {key}: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    // The root dir goes too once it is empty, so `down` leaves no trace.
+    if interface.is_none() && hook.is_none() && netns.is_none() {
+        kernel::bpffs::remove_dir_if_empty(inst.layout.root());
+    }
+    println!("down: {removed} chain{} removed", plural(removed));
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

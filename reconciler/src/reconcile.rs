@@ -1,0 +1,201 @@
+//! One reconcile pass, arrow by arrow: `config::load` → `state::observe` →
+//! `plan::plan` → `apply::execute` → last-good snapshot. The CLI and the
+//! daemon both drive kfd through this module.
+
+use std::fs::File;
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::apply::{self, ApplyReport};
+use crate::config::{self, DirError, Loaded, ReadRules, Snapshot, lastgood::SnapshotError};
+use crate::kernel::bpffs::{self, BpffsError};
+use crate::layout::Layout;
+use crate::plan::{self, Plan, PlanOptions};
+use crate::state::{self, StateError, model::ObservedState};
+
+/// Where one kfd instance keeps its things.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The config dir.
+    pub config_dir: PathBuf,
+    /// The bpffs layout (its root is `--bpffs`).
+    pub layout: Layout,
+    /// kfd's own state (the last-good store).
+    pub state_dir: PathBuf,
+    /// How config files are read.
+    pub rules: ReadRules,
+    /// Planner knobs.
+    pub plan: PlanOptions,
+}
+
+/// Reconcile errors that stop a pass before anything changes.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// bpffs is unusable.
+    #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    /// The config dir cannot be read.
+    #[error(transparent)]
+    Config(#[from] DirError),
+    /// The last-good store cannot be read or written.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// Live state cannot be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Taking the lock failed.
+    #[error("locking {path}: {source}")]
+    Lock {
+        /// The locked dir.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The default state dir for a bpffs root: one per root, so instances with
+/// different `--bpffs` never share a last-good store.
+pub fn default_state_dir(bpffs_root: &Path) -> PathBuf {
+    let escaped: String = bpffs_root
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '-' } else { c })
+        .collect();
+    Path::new("/var/lib/kfd").join(if escaped.is_empty() {
+        "root".into()
+    } else {
+        escaped
+    })
+}
+
+/// An flock on the bpffs root: one kfd converges a root at a time.
+#[derive(Debug)]
+pub struct Lock {
+    _dir: File,
+}
+
+impl Lock {
+    /// Takes the lock, calling `waiting` once if another holder makes us wait.
+    pub fn acquire(
+        root: &Path,
+        exclusive: bool,
+        waiting: impl FnOnce(),
+    ) -> Result<Self, ReconcileError> {
+        let err = |source| ReconcileError::Lock {
+            path: root.to_owned(),
+            source,
+        };
+        let dir = File::open(root).map_err(err)?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        // SAFETY: flock on a valid fd.
+        if unsafe { libc::flock(dir.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err(e));
+            }
+            waiting();
+            // SAFETY: as above.
+            if unsafe { libc::flock(dir.as_raw_fd(), op) } != 0 {
+                return Err(err(std::io::Error::last_os_error()));
+            }
+        }
+        Ok(Self { _dir: dir })
+    }
+}
+
+/// Config and live state, read side by side.
+#[derive(Debug)]
+pub struct Gathered {
+    /// The config (with last-good substitutes) and its errors.
+    pub config: Loaded,
+    /// The live state.
+    pub observed: ObservedState,
+    /// The last-good store as it was.
+    pub snapshot: Snapshot,
+    /// Time spent reading live state.
+    pub observe_time: Duration,
+}
+
+impl Instance {
+    /// The last-good store's directory.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.state_dir.join("applied")
+    }
+
+    /// Makes sure the bpffs root exists (mounting bpffs if needed).
+    pub fn ensure_bpffs(&self) -> Result<(), ReconcileError> {
+        bpffs::ensure_root(self.layout.root())?;
+        Ok(())
+    }
+
+    /// Reads config and live state. They are independent, so they run in
+    /// parallel: a large config parses while large maps are read back.
+    pub fn gather(&self) -> Result<Gathered, ReconcileError> {
+        let snapshot = Snapshot::load(&self.snapshot_dir())?;
+        let (config, observed) = std::thread::scope(|s| {
+            let observer = s.spawn(|| {
+                let t = Instant::now();
+                state::observe(&self.layout, []).map(|o| (o, t.elapsed()))
+            });
+            let config = config::load(&self.config_dir, &snapshot, &self.rules);
+            let observed = observer
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (config, observed)
+        });
+        let config = config?;
+        let (mut observed, observe_time) = observed?;
+        // Interfaces of desired chains, and state maps the config now adopts.
+        let t = Instant::now();
+        for key in config.desired.chains.keys() {
+            let id = (key.netns.clone(), key.interface.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) = observed.interfaces.entry(id)
+            {
+                slot.insert(state::interface_state(
+                    key.netns.as_deref(),
+                    &key.interface,
+                )?);
+            }
+        }
+        let adopted: Vec<_> = config
+            .desired
+            .chains
+            .iter()
+            .flat_map(|(k, c)| c.functions.iter().map(move |f| (k, f)))
+            .flat_map(|(k, f)| {
+                f.maps
+                    .keys()
+                    .map(move |m| (k.clone(), f.name.clone(), m.clone()))
+            })
+            .collect();
+        state::read_adopted_maps(&self.layout, &mut observed, adopted)?;
+        Ok(Gathered {
+            config,
+            observed,
+            snapshot,
+            observe_time: observe_time + t.elapsed(),
+        })
+    }
+
+    /// Plans from gathered state.
+    pub fn plan(&self, g: &Gathered) -> Plan {
+        plan::plan(&g.config.desired, &g.observed, &self.plan)
+    }
+
+    /// Executes a plan; when every chain converged, records the config in
+    /// force as the last good one.
+    pub fn apply(&self, g: &Gathered, plan: &Plan) -> Result<ApplyReport, ReconcileError> {
+        let report = apply::execute(plan, &g.config.desired, &g.observed, &self.layout);
+        if report.ok() {
+            Snapshot::save(&self.snapshot_dir(), &g.config.effective)?;
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,241 @@
+//! `kfd status`: the live chains as the kernel has them, with verdict counters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::kernel::map::ByteMap;
+use crate::kernel::xdp::prog_name;
+use crate::layout::{FnPaths, Layout};
+use crate::model::{ChainKey, map_type};
+use crate::state::StateError;
+use crate::state::model::{InterfaceState, ObservedState};
+
+/// One chain's status.
+#[derive(Debug, Serialize)]
+pub struct ChainStatus {
+    /// Interface.
+    pub interface: String,
+    /// Hook.
+    pub hook: String,
+    /// Namespace, if any.
+    pub netns: Option<String>,
+    /// Whether the root is attached to the interface.
+    pub attached: bool,
+    /// The XDP mode it is attached in, if attached.
+    pub mode: Option<String>,
+    /// The active revision.
+    pub revision: u32,
+    /// Functions in run order.
+    pub functions: Vec<FunctionStatus>,
+}
+
+/// One function's status.
+#[derive(Debug, Serialize)]
+pub struct FunctionStatus {
+    /// Slot position.
+    pub slot: usize,
+    /// Name (or `?` for a program kfd did not pin there).
+    pub name: String,
+    /// Program id and name.
+    pub program: Option<(u32, String)>,
+    /// Verdicts that continue the chain.
+    pub proceed_on: Vec<String>,
+    /// Verdict counters, by verdict name.
+    pub verdicts: BTreeMap<String, u64>,
+    /// Maps: name, role, entries, max entries.
+    pub maps: Vec<MapStatus>,
+}
+
+/// One map's fill.
+#[derive(Debug, Serialize)]
+pub struct MapStatus {
+    /// Name.
+    pub name: String,
+    /// `config` (kfd writes it) or `state`.
+    pub role: &'static str,
+    /// Entries (arrays: non-zero elements).
+    pub entries: usize,
+    /// Capacity.
+    pub max_entries: u32,
+}
+
+/// Reads the status of every observed chain.
+pub fn collect(layout: &Layout, observed: &ObservedState) -> Result<Vec<ChainStatus>, StateError> {
+    let mut out = Vec::new();
+    for (key, chain) in &observed.chains {
+        let iface = observed
+            .interfaces
+            .get(&(key.netns.clone(), key.interface.clone()));
+        let mode = match iface {
+            Some(InterfaceState::Present { xdp, .. }) => xdp
+                .iter()
+                .find(|(_, id)| Some(*id) == chain.root_prog_id)
+                .map(|(m, _)| m.as_str().to_owned()),
+            _ => None,
+        };
+        let stats = read_stats(layout, key)?;
+        let mut functions = Vec::new();
+        for (slot, s) in chain.active.iter().enumerate() {
+            let name = s
+                .prog_id
+                .and_then(|id| chain.function_by_prog(id))
+                .unwrap_or("?")
+                .to_owned();
+            let meta = chain.functions.get(&name).and_then(|f| f.meta);
+            let verdicts = meta
+                .and_then(|m| stats.get(&m.fn_id))
+                .map(|counts| {
+                    counts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(bit, n)| {
+                            let verdict = key
+                                .hook
+                                .verdict_name(bit as u32)
+                                .map_or_else(|| format!("#{bit}"), str::to_owned);
+                            (verdict, *n)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let maps = if name == "?" {
+                Vec::new()
+            } else {
+                map_status(layout, key, &name)?
+            };
+            functions.push(FunctionStatus {
+                slot,
+                program: s.prog_id.map(|id| (id, prog_name(id))),
+                proceed_on: (0..16)
+                    .filter(|b| meta.is_some_and(|m| m.proceed_on & (1 << b) != 0))
+                    .filter_map(|b| key.hook.verdict_name(b).map(str::to_owned))
+                    .collect(),
+                name,
+                verdicts,
+                maps,
+            });
+        }
+        out.push(ChainStatus {
+            interface: key.interface.clone(),
+            hook: key.hook.to_string(),
+            netns: key.netns.clone(),
+            attached: mode.is_some(),
+            mode,
+            revision: chain.active_rev,
+            functions,
+        });
+    }
+    Ok(out)
+}
+
+/// Summed verdict counters by stats row.
+fn read_stats(layout: &Layout, key: &ChainKey) -> Result<BTreeMap<u32, Vec<u64>>, StateError> {
+    let path = layout.chain_map(key, "kf_stats");
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let err = |source| StateError::Map {
+        path: path.clone(),
+        source,
+    };
+    let map = ByteMap::from_pin(&path).map_err(err)?;
+    Ok(map
+        .read_summed_u64()
+        .map_err(err)?
+        .into_iter()
+        .filter_map(|e| Some((u32::from_ne_bytes(e.key.get(..4)?.try_into().ok()?), e.sums)))
+        .collect())
+}
+
+fn map_status(
+    layout: &Layout,
+    key: &ChainKey,
+    function: &str,
+) -> Result<Vec<MapStatus>, StateError> {
+    let paths = FnPaths::new(layout.fn_dir(key, function));
+    let mut out = Vec::new();
+    for (dir, role) in [(paths.maps_dir(), "config"), (paths.state_dir(), "state")] {
+        for name in crate::kernel::bpffs::list(&dir)? {
+            let path = dir.join(&name);
+            let err = |source| StateError::Map {
+                path: path.clone(),
+                source,
+            };
+            let map = ByteMap::from_pin(&path).map_err(err)?;
+            let entries = if map_type::is_map_in_map(map.info().map_type) {
+                0
+            } else {
+                map.count().map_err(err)?
+            };
+            out.push(MapStatus {
+                name,
+                role,
+                entries,
+                max_entries: map.info().max_entries,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Status as text.
+pub fn render_text(chains: &[ChainStatus]) -> String {
+    let mut out = String::new();
+    if chains.is_empty() {
+        out.push_str("no chains\n");
+    }
+    for c in chains {
+        let _ = writeln!(
+            out,
+            "{} {}{}: {} (revision {})",
+            c.interface,
+            c.hook,
+            c.netns
+                .as_ref()
+                .map(|n| format!(" (netns {n})"))
+                .unwrap_or_default(),
+            match &c.mode {
+                Some(m) => format!("attached, {m} mode"),
+                None => "NOT ATTACHED".into(),
+            },
+            c.revision
+        );
+        if c.functions.is_empty() {
+            let _ = writeln!(out, "  (no functions)");
+        }
+        for f in &c.functions {
+            let verdicts = if f.verdicts.is_empty() {
+                "no packets".to_owned()
+            } else {
+                f.verdicts
+                    .iter()
+                    .map(|(v, n)| format!("{v}={n}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let _ = writeln!(
+                out,
+                "  {}. {:<20} {:<28} proceed_on [{}]  {}",
+                f.slot,
+                f.name,
+                f.program
+                    .as_ref()
+                    .map(|(id, n)| format!("prog {id} ({n})"))
+                    .unwrap_or_else(|| "(empty slot)".into()),
+                f.proceed_on.join(","),
+                verdicts
+            );
+            for m in &f.maps {
+                let _ = writeln!(
+                    out,
+                    "       {:<6} {:<14} {}/{}",
+                    m.role, m.name, m.entries, m.max_entries
+                );
+            }
+        }
+    }
+    out
+}
