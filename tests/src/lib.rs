@@ -1,1 +1,645 @@
-//! Helpers for the kernel end-to-end tests.
+//! Harness for kfd's kernel end-to-end tests.
+//!
+//! Every test gets its own pair of network namespaces joined by a veth
+//! (sender `a`, receiver `b`, where kfd attaches), its own bpffs root and
+//! its own config and state dirs; everything is removed on drop. Traffic
+//! stays inside the pair. Tests run the real `kfd` binary.
+//!
+//! Without root or bpffs the tests skip, unless `KFD_REQUIRE_KERNEL_TESTS=1`
+//! (CI sets it), which turns a skip into a failure.
+
+use std::fs;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use reconciler;
+use reconciler::kernel::map::ByteMap;
+use reconciler::kernel::netns;
+
+/// Set to 1 to make skipped kernel tests fail.
+pub const REQUIRE_ENV: &str = "KFD_REQUIRE_KERNEL_TESTS";
+
+/// The receiver's IPv4 address.
+pub const B4: &str = "10.200.0.2";
+/// The sender's main IPv4 address.
+pub const A4: &str = "10.200.0.1";
+/// The receiver's IPv6 address.
+pub const B6: &str = "fd00:200::2";
+/// The sender's main IPv6 address.
+pub const A6: &str = "fd00:200::1";
+/// UDP port the receiver listens on.
+pub const PORT: u16 = 9999;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Why kernel tests cannot run here, if they cannot.
+fn missing_requirement() -> Option<String> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if let Err(e) = reconciler::kernel::bpffs::ensure_root(Path::new("/sys/fs/bpf")) {
+        return Some(format!("no bpffs: {e}"));
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("no `ip` (iproute2)".into());
+    }
+    None
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The kfd binary built alongside this program, if it exists.
+fn find_kfd_bin() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("KFD_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    // Test binaries live in target/<profile>/deps/, tools in target/<profile>/.
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("kfd"), dir.parent()?.join("kfd")]
+        .into_iter()
+        .find(|p| p.exists())
+}
+
+/// The kfd binary built alongside this program.
+pub fn kfd_bin() -> PathBuf {
+    find_kfd_bin().unwrap_or_else(|| panic!("the kfd binary was not found: build it first (`cargo build --workspace`), or set KFD_BIN"))
+}
+
+/// One test's world.
+pub struct Env {
+    /// Unique id.
+    pub id: String,
+    /// Sender namespace name.
+    pub ns_a: String,
+    /// Receiver namespace name (kfd attaches here).
+    pub ns_b: String,
+    /// Sender interface.
+    pub if_a: String,
+    /// Receiver interface.
+    pub if_b: String,
+    /// Scratch dir (config dir `conf/`, state dir `state/`).
+    pub dir: PathBuf,
+    /// kfd's bpffs root.
+    pub bpffs: PathBuf,
+}
+
+/// A finished kfd run.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("kfd output is not JSON ({e}): {self:?}"))
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Env {
+    /// A fresh world, or None (the test skips) without root/bpffs.
+    pub fn new(test: &str) -> Option<Env> {
+        if let Some(why) = missing_requirement() {
+            if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
+                panic!("kernel test {test} cannot run ({why}) but {REQUIRE_ENV}=1");
+            }
+            eprintln!("skipped {test}: {why}");
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("kfdt-{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("conf")).expect("temp dir");
+        let env = Env {
+            ns_a: format!("kfdt-{id}-a"),
+            ns_b: format!("kfdt-{id}-b"),
+            if_a: format!("kt{id}a"),
+            if_b: format!("kt{id}b"),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/kfdt-{id}")),
+            dir,
+            id,
+        };
+        env.setup_network();
+        Some(env)
+    }
+
+    fn setup_network(&self) {
+        let (a, b, ia, ib) = (&self.ns_a, &self.ns_b, &self.if_a, &self.if_b);
+        sh(&["ip", "netns", "add", a]);
+        sh(&["ip", "netns", "add", b]);
+        sh(&[
+            "ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b,
+        ]);
+        for (ns, ifn, v4, v6) in [(a, ia, A4, A6), (b, ib, B4, B6)] {
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                ifn,
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                ifn,
+                "nodad",
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", ifn, "up"]);
+        }
+        // Replies are never needed, but the receiver must accept any source.
+        sh(&["ip", "-n", b, "route", "add", "default", "dev", ib]);
+        sh(&["ip", "-n", b, "-6", "route", "add", "default", "dev", ib]);
+        // Static neighbours: no ARP/ND, so a drop is always the chain's doing.
+        let mac_b = self.mac(b, ib);
+        sh(&[
+            "ip",
+            "-n",
+            a,
+            "neigh",
+            "replace",
+            B4,
+            "lladdr",
+            &mac_b,
+            "dev",
+            ia,
+            "nud",
+            "permanent",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            a,
+            "neigh",
+            "replace",
+            B6,
+            "lladdr",
+            &mac_b,
+            "dev",
+            ia,
+            "nud",
+            "permanent",
+        ]);
+    }
+
+    fn mac(&self, ns: &str, ifn: &str) -> String {
+        let out = sh(&["ip", "-n", ns, "-j", "link", "show", ifn]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+        v[0]["address"].as_str().expect("mac").to_owned()
+    }
+
+    /// Adds a source address to the sender (e.g. a documentation address to deny).
+    pub fn add_source(&self, addr: &str) {
+        let plen = if addr.contains(':') { "128" } else { "32" };
+        let mut args = vec!["ip", "-n", &self.ns_a, "addr", "add"];
+        let a = format!("{addr}/{plen}");
+        args.push(&a);
+        args.extend(["dev", &self.if_a]);
+        if addr.contains(':') {
+            args.push("nodad");
+        }
+        sh(&args);
+    }
+
+    /// The config dir.
+    pub fn conf(&self) -> PathBuf {
+        self.dir.join("conf")
+    }
+
+    /// Writes a config file (atomically, as config tools do).
+    pub fn write(&self, name: &str, content: &str) {
+        let tmp = self.conf().join(format!(".{name}.tmp"));
+        fs::write(&tmp, content).expect("write config");
+        fs::rename(&tmp, self.conf().join(name)).expect("rename config");
+    }
+
+    /// Removes a config file.
+    pub fn remove(&self, name: &str) {
+        fs::remove_file(self.conf().join(name)).expect("remove config");
+    }
+
+    /// Runs kfd with this world's dirs.
+    pub fn kfd(&self, args: &[&str]) -> Run {
+        Command::new(kfd_bin())
+            .arg("--config-dir")
+            .arg(self.conf())
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(args)
+            .output()
+            .expect("running kfd")
+            .into()
+    }
+
+    /// `kfd apply`, asserting success.
+    pub fn apply(&self) -> Run {
+        let r = self.kfd(&["apply", "--output", "json"]);
+        assert_eq!(r.code, 0, "kfd apply failed: {r:?}");
+        r
+    }
+
+    /// `kfd status --output json`.
+    pub fn status(&self) -> serde_json::Value {
+        let r = self.kfd(&["status", "--output", "json"]);
+        assert_eq!(r.code, 0, "kfd status failed: {r:?}");
+        r.json()
+    }
+
+    /// Verdict counters of a function on the receiver's XDP chain.
+    pub fn verdicts(&self, function: &str) -> std::collections::BTreeMap<String, u64> {
+        let st = self.status();
+        let f = st["chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["functions"].as_array().cloned().unwrap_or_default())
+            .find(|f| f["name"] == function)
+            .unwrap_or_else(|| panic!("function {function} not in status: {st}"));
+        serde_json::from_value(f["verdicts"].clone()).expect("verdict map")
+    }
+
+    /// Function names in the chain, in slot order.
+    pub fn slots(&self) -> Vec<String> {
+        let st = self.status();
+        st["chains"][0]["functions"]
+            .as_array()
+            .map(|fs| {
+                fs.iter()
+                    .map(|f| f["name"].as_str().unwrap_or("?").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The receiver chain's bpffs dir.
+    pub fn chain_dir(&self) -> PathBuf {
+        self.bpffs.join(format!("xdp@{}@{}", self.if_b, self.ns_b))
+    }
+
+    /// Opens a pinned map of a function (`maps/` or `state/`).
+    pub fn map(&self, function: &str, role: &str, map: &str) -> ByteMap {
+        let p = self
+            .chain_dir()
+            .join("fn")
+            .join(function)
+            .join(role)
+            .join(map);
+        ByteMap::from_pin(&p).unwrap_or_else(|e| panic!("opening {}: {e}", p.display()))
+    }
+
+    /// The sender's namespace file.
+    pub fn ns_path(&self, ns: &str) -> PathBuf {
+        netns::netns_path(ns)
+    }
+
+    /// Sends `count` UDP datagrams from `src` to the receiver; returns how many the kernel took.
+    pub fn send(&self, src: &str, count: u32) -> u32 {
+        let src: IpAddr = src.parse().expect("source address");
+        let dst: IpAddr = if src.is_ipv6() {
+            B6.parse().expect("v6")
+        } else {
+            B4.parse().expect("v4")
+        };
+        send(&self.ns_path(&self.ns_a), src, dst, count)
+    }
+
+    /// Starts a receiver on the receiver side counting datagrams per source.
+    pub fn receiver(&self) -> Receiver {
+        Receiver::start(self.ns_path(&self.ns_b))
+    }
+
+    /// Starts a paced, sequence-numbered UDP flow from `src`.
+    pub fn flow(&self, src: &str, pps: u32) -> Flow {
+        Flow::start(self.ns_path(&self.ns_a), src.parse().expect("source"), pps)
+    }
+
+    /// Attaches a foreign XDP program to the receiver's interface with `ip`
+    /// (as another tool would), from the bench baseline object.
+    pub fn attach_foreign_xdp(&self) -> PathBuf {
+        let obj = self.dir.join("foreign.bpf.o");
+        let bytes =
+            reconciler::builtin::object(reconciler::builtin::ObjectKind::Bench, "monolithic_xdp")
+                .expect("bench object");
+        fs::write(&obj, bytes).expect("write object");
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns_b,
+            "link",
+            "set",
+            "dev",
+            &self.if_b,
+            "xdpgeneric",
+            "obj",
+            obj.to_str().expect("utf8"),
+            "sec",
+            "xdp",
+        ]);
+        obj
+    }
+
+    /// Ids of the XDP programs attached to the receiver's interface.
+    pub fn xdp_prog_ids(&self) -> Vec<u32> {
+        let out = sh(&[
+            "ip", "-n", &self.ns_b, "-j", "-d", "link", "show", &self.if_b,
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+        let xdp = &v[0]["xdp"];
+        let mut ids = Vec::new();
+        if let Some(id) = xdp["prog"]["id"].as_u64() {
+            ids.push(id as u32);
+        }
+        for a in xdp["attached"].as_array().into_iter().flatten() {
+            if let Some(id) = a["prog"]["id"].as_u64() {
+                ids.push(id as u32);
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Best effort and never panicking (this may run while unwinding), in
+        // an order that cannot leave pins behind.
+        if let Some(bin) = find_kfd_bin() {
+            let _ = Command::new(bin)
+                .arg("--config-dir")
+                .arg(self.conf())
+                .arg("--bpffs")
+                .arg(&self.bpffs)
+                .arg("--state-dir")
+                .arg(self.dir.join("state"))
+                .arg("down")
+                .output();
+        }
+        let _ = fs::remove_dir_all(&self.bpffs);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_a])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_b])
+            .output();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends `count` sequence-numbered UDP datagrams from `src` to `dst` inside
+/// namespace `ns`; returns how many the kernel accepted.
+pub fn send(ns: &Path, src: IpAddr, dst: IpAddr, count: u32) -> u32 {
+    netns::run_in(Some(ns), || {
+        let sock = UdpSocket::bind(SocketAddr::new(src, 0)).expect("bind sender");
+        let mut sent = 0;
+        for i in 0..count {
+            if sock
+                .send_to(&(i as u64).to_be_bytes(), SocketAddr::new(dst, PORT))
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        sent
+    })
+    .expect("netns")
+}
+
+/// A UDP receiver in a namespace, counting datagrams per source address and
+/// tracking sequence numbers.
+pub struct Receiver {
+    stop: Arc<AtomicBool>,
+    counts: Arc<Mutex<std::collections::BTreeMap<IpAddr, Vec<u64>>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    /// Starts receiving on port [`PORT`] (v4 and v6) inside namespace `ns`.
+    pub fn start(ns: PathBuf) -> Receiver {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = {
+            let (stop, counts) = (stop.clone(), counts.clone());
+            std::thread::spawn(move || {
+                let _ = netns::run_in(Some(&ns), || {
+                    let v4 = UdpSocket::bind(("0.0.0.0", PORT)).expect("bind v4");
+                    let v6 = socket2_v6only();
+                    for s in [&v4, &v6] {
+                        s.set_read_timeout(Some(Duration::from_millis(20)))
+                            .expect("timeout");
+                    }
+                    let _ = ready_tx.send(());
+                    let mut buf = [0u8; 64];
+                    while !stop.load(Ordering::Relaxed) {
+                        for s in [&v4, &v6] {
+                            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                                let seq = if n >= 8 {
+                                    u64::from_be_bytes(buf[..8].try_into().expect("8"))
+                                } else {
+                                    0
+                                };
+                                counts
+                                    .lock()
+                                    .expect("lock")
+                                    .entry(from.ip())
+                                    .or_insert_with(Vec::new)
+                                    .push(seq);
+                            }
+                        }
+                    }
+                });
+            })
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("receiver ready");
+        Receiver {
+            stop,
+            counts,
+            handle: Some(handle),
+        }
+    }
+
+    /// Datagrams received from `src` so far.
+    pub fn count(&self, src: &str) -> usize {
+        let ip: IpAddr = src.parse().expect("address");
+        self.counts
+            .lock()
+            .expect("lock")
+            .get(&ip)
+            .map_or(0, Vec::len)
+    }
+
+    /// Waits until `n` datagrams from `src` arrived (or the timeout passed), returns the count.
+    pub fn wait_for(&self, src: &str, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && self.count(src) < n {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.count(src)
+    }
+
+    /// Sequence numbers received from `src`.
+    pub fn sequences(&self, src: &str) -> Vec<u64> {
+        let ip: IpAddr = src.parse().expect("address");
+        self.counts
+            .lock()
+            .expect("lock")
+            .get(&ip)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn socket2_v6only() -> UdpSocket {
+    // std binds [::] dual-stack by default; v4 is already taken by the v4
+    // socket, so bind v6-only through libc.
+    // SAFETY: plain socket calls on a fresh fd, checked below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        );
+        let mut addr: libc::sockaddr_in6 = std::mem::zeroed();
+        addr.sin6_family = libc::AF_INET6 as u16;
+        addr.sin6_port = PORT.to_be();
+        let rc = libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        );
+        assert_eq!(rc, 0, "bind v6: {}", std::io::Error::last_os_error());
+        std::os::fd::FromRawFd::from_raw_fd(fd)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A paced UDP flow with sequence numbers, from one source.
+pub struct Flow {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Flow {
+    fn start(ns: PathBuf, src: IpAddr, pps: u32) -> Flow {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let handle = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let _ = netns::run_in(Some(&ns), || {
+                    let dst: IpAddr = if src.is_ipv6() {
+                        B6.parse().expect("v6")
+                    } else {
+                        B4.parse().expect("v4")
+                    };
+                    let sock = UdpSocket::bind(SocketAddr::new(src, 0)).expect("bind flow");
+                    let start = Instant::now();
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        // Pace: keep seq at pps × elapsed.
+                        let due = (start.elapsed().as_secs_f64() * pps as f64) as u64;
+                        while seq < due {
+                            if sock
+                                .send_to(&seq.to_be_bytes(), SocketAddr::new(dst, PORT))
+                                .is_ok()
+                            {
+                                seq += 1;
+                                sent.store(seq, Ordering::Relaxed);
+                            } else {
+                                break;
+                            }
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                });
+            })
+        };
+        Flow {
+            stop,
+            sent,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the flow and returns how many datagrams it sent (seq 0..n).
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! kfd benchmarks (run as root, release build):
+//!
+//! ```text
+//! cargo run --release -p kfd-tests --bin kfd-bench -- [datapath|control|all] [--entries N]
+//! ```
+//!
+//! - `datapath`: ns/packet under BPF_PROG_TEST_RUN of the example chain
+//!   (root + blocklist + ratelimit + counter, applied by kfd) against one
+//!   monolithic program doing the same work on the same maps, alternating
+//!   in the same run; reports medians and the cost per hop.
+//! - `control`: `kfd apply` of a generated config with N (default 1,000,000)
+//!   deny_v4 entries: time per stage, peak RSS, the kernel phase against a
+//!   raw BPF_MAP_UPDATE_BATCH of the same entries in the same run, and a
+//!   re-apply of the unchanged config.
+//!
+//! Figures drift with the machine; compare the ratios.
+
+use std::fmt::Write as _;
+use std::os::fd::AsFd as _;
+use std::time::Instant;
+
+use kfd_tests::{Env, reconciler};
+use reconciler::builtin::{ObjectKind, object};
+use reconciler::entries::EntrySet;
+use reconciler::kernel::loader::{self, LoadRequest, ProgKind};
+use reconciler::kernel::map::ByteMap;
+use reconciler::kernel::sys::{self, MapCreate};
+use reconciler::model::map_type;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    let entries = args
+        .iter()
+        .position(|a| a == "--entries")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.replace('_', "").parse().ok())
+        .unwrap_or(1_000_000usize);
+    if matches!(what, "datapath" | "all") {
+        datapath();
+    }
+    if matches!(what, "control" | "all") {
+        control(entries);
+    }
+}
+
+/// (median, minimum): the minimum is the steadiest estimate on a noisy machine.
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0])
+}
+
+/// Ethernet + IPv4 + UDP from `src` to 10.200.0.2, 64 bytes.
+fn packet(src: [u8; 4]) -> Vec<u8> {
+    let mut p = vec![0u8; 64];
+    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    p[14] = 0x45;
+    p[16..18].copy_from_slice(&50u16.to_be_bytes());
+    p[22] = 64;
+    p[23] = 17;
+    p[26..30].copy_from_slice(&src);
+    p[30..34].copy_from_slice(&[10, 200, 0, 2]);
+    p[34..36].copy_from_slice(&4242u16.to_be_bytes());
+    p[36..38].copy_from_slice(&9999u16.to_be_bytes());
+    p[38..40].copy_from_slice(&30u16.to_be_bytes());
+    p
+}
+
+fn deny_entries(n: usize) -> EntrySet {
+    let mut keys = Vec::with_capacity(n * 8);
+    for i in 0..n as u32 {
+        keys.extend_from_slice(&32u32.to_ne_bytes());
+        keys.extend_from_slice(&(0x0a00_0000 + i).to_be_bytes());
+    }
+    EntrySet::from_unsorted(8, 1, keys, vec![1; n]).expect("unique keys")
+}
+
+fn datapath() {
+    let Some(env) = Env::new("bench-datapath") else {
+        return;
+    };
+    const DENY: usize = 10_000;
+    let mut cfg = format!(
+        "version: 1\nfunctions:\n  - name: bl\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: 10\n    program: {{builtin: blocklist}}\n    maps:\n      deny_v4:\n        entries:\n",
+        i = env.if_b,
+        n = env.ns_b
+    );
+    for i in 0..DENY as u32 {
+        let a = (0x0a00_0000 + i).to_be_bytes();
+        let _ = writeln!(
+            cfg,
+            "          - {{key: {}.{}.{}.{}, value: 1}}",
+            a[0], a[1], a[2], a[3]
+        );
+    }
+    let _ = write!(
+        cfg,
+        "  - name: rl\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: 20\n    program: {{builtin: ratelimit}}\n    maps:\n      rl_config:\n        entries:\n          - {{key: 0, value: {{rate_pps: 1000000000, burst: 1000000000}}}}\n  - name: ctr\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: 30\n    program: {{builtin: counter}}\n",
+        i = env.if_b,
+        n = env.ns_b
+    );
+    env.write("10-bench.yaml", &cfg);
+    env.apply();
+    let root = sys::obj_get(&env.chain_dir().join("root")).expect("root pinned");
+
+    // The same work in one program, on maps filled the same way.
+    let mono = loader::load(&LoadRequest {
+        object: object(ObjectKind::Bench, "monolithic_xdp").expect("bench object"),
+        program: "monolithic_xdp",
+        kind: ProgKind::Xdp,
+        pinned: Vec::new(),
+        globals: Vec::new(),
+    })
+    .expect("load monolithic");
+    mono.maps["deny_v4"]
+        .update_batch(&deny_entries(DENY))
+        .expect("fill deny_v4");
+    let mut rl = EntrySet::new(4, 16);
+    rl.insert(
+        &0u32.to_ne_bytes(),
+        &[
+            1_000_000_000u64.to_ne_bytes(),
+            1_000_000_000u64.to_ne_bytes(),
+        ]
+        .concat(),
+    );
+    mono.maps["rl_config"]
+        .update_batch(&rl)
+        .expect("fill rl_config");
+
+    let pkt = packet([198, 51, 100, 20]);
+    const REPEAT: u32 = 1_000_000;
+    const ROUNDS: usize = 41;
+    let (mut chain, mut monolithic) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let c = sys::prog_test_run(root.as_fd(), &pkt, REPEAT).expect("test_run chain");
+        let m = sys::prog_test_run(mono.prog.as_fd(), &pkt, REPEAT).expect("test_run monolithic");
+        assert_eq!(
+            (c.retval, m.retval),
+            (2, 2),
+            "both must pass the packet (XDP_PASS)"
+        );
+        chain.push(f64::from(c.duration_ns));
+        monolithic.push(f64::from(m.duration_ns));
+    }
+    // Paired: each round measures both back to back, so drifts of this
+    // (virtual) machine cancel out in the per-round difference.
+    let diffs: Vec<f64> = chain.iter().zip(&monolithic).map(|(c, m)| c - m).collect();
+    let ((c, cmin), (m, mmin), (d, _)) = (stats(chain), stats(monolithic), stats(diffs));
+    let hops = 3.0; // root→blocklist, blocklist→ratelimit, ratelimit→counter
+    println!(
+        "datapath (BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} paired rounds; {DENY} deny entries):"
+    );
+    println!(
+        "  chain (root + blocklist + ratelimit + counter): median {c:.1} ns/packet (min {cmin:.1})"
+    );
+    println!(
+        "  monolithic program, same work and maps:          median {m:.1} ns/packet (min {mmin:.1})"
+    );
+    println!(
+        "  chaining cost (median of paired differences): {d:.1} ns, {:.2} ns per hop ({hops} tail calls); ratio {:.2}x",
+        d / hops,
+        c / m
+    );
+    floor(&pkt);
+}
+
+/// The cost of a bare hop on this machine: root + 3 KFs that do nothing
+/// but `kf_next`, against the empty program, paired the same way.
+fn floor(pkt: &[u8]) {
+    use reconciler::kernel::bpffs;
+    use reconciler::kernel::loader::PinnedMap;
+    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/kfd-bench-{}", std::process::id()));
+    bpffs::ensure_root(&dir).expect("bpffs");
+    let root_img = reconciler::builtin::root(reconciler::model::Hook::Xdp).expect("root object");
+    let pins: Vec<PinnedMap<'_>> = root_img
+        .chain_maps
+        .iter()
+        .map(|(n, shape)| PinnedMap {
+            name: n.as_str(),
+            path: dir.join(n),
+            shape: *shape,
+        })
+        .collect();
+    let load =
+        |object: &[u8], program: &str, pinned: Vec<PinnedMap<'_>>, globals: Vec<(&str, &[u8])>| {
+            loader::load(&LoadRequest {
+                object,
+                program,
+                kind: ProgKind::Xdp,
+                pinned,
+                globals,
+            })
+            .expect("load")
+        };
+    let root = load(root_img.bytes, root_img.symbol, pins.clone(), Vec::new());
+    let kf_pass = object(ObjectKind::Bench, "kf_pass").expect("kf_pass object");
+    let mut kfs = Vec::new();
+    for slot in 0..3u32 {
+        let (idx, pass) = (slot.to_le_bytes(), (1u32 << 2).to_le_bytes());
+        let l = load(
+            kf_pass,
+            "kf_pass",
+            pins.clone(),
+            vec![
+                ("kf_slot_idx", &idx[..]),
+                ("kf_fn_id", &idx[..]),
+                ("kf_proceed_on", &pass[..]),
+            ],
+        );
+        root.maps["kf_progs"]
+            .update_fd(slot, l.prog.as_fd())
+            .expect("slot");
+        kfs.push(l);
+    }
+    let empty = load(
+        object(ObjectKind::Bench, "xdp_pass").expect("xdp_pass object"),
+        "xdp_pass",
+        Vec::new(),
+        Vec::new(),
+    );
+    let diffs: Vec<f64> = (0..41)
+        .map(|_| {
+            let c = sys::prog_test_run(root.prog.as_fd(), pkt, 1_000_000).expect("run");
+            let e = sys::prog_test_run(empty.prog.as_fd(), pkt, 1_000_000).expect("run");
+            f64::from(c.duration_ns) - f64::from(e.duration_ns)
+        })
+        .collect();
+    let (d, _) = stats(diffs);
+    println!(
+        "  floor on this machine: root + 3 empty KFs cost {d:.1} ns over an empty program, {:.2} ns per hop",
+        d / 3.0
+    );
+    drop(kfs);
+    let _ = bpffs::remove_tree(&dir);
+}
+
+fn peak_rss_children_kib() -> i64 {
+    // SAFETY: getrusage fills a plain struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    ru.ru_maxrss
+}
+
+fn control(n: usize) {
+    let Some(env) = Env::new("bench-control") else {
+        return;
+    };
+    let t = Instant::now();
+    let mut cfg = String::with_capacity(n * 54 + 512);
+    let _ = write!(
+        cfg,
+        "version: 1\nfunctions:\n  - name: edge\n    interface: {i}\n    netns: {ns}\n    hook: xdp\n    program: {{builtin: blocklist}}\n    maps:\n      deny_v4:\n        entries:\n",
+        i = env.if_b,
+        ns = env.ns_b
+    );
+    for i in 0..n as u32 {
+        let a = (0x0a00_0000 + i).to_be_bytes();
+        let _ = write!(
+            cfg,
+            "          - key: {}.{}.{}.{}/32\n            value: 1\n",
+            a[0], a[1], a[2], a[3]
+        );
+    }
+    env.write("10-big.yaml", &cfg);
+    println!(
+        "control path: generated {n} deny_v4 entries ({:.1} MB of YAML) in {:.2}s",
+        cfg.len() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    drop(cfg);
+
+    let t = Instant::now();
+    let first = env.apply();
+    let wall = t.elapsed();
+    let rss = peak_rss_children_kib();
+    let j = first.json();
+    let tm = &j["timings"];
+    let s = |k: &str| tm[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "  kfd apply (first):  {:.2}s wall, peak RSS {} MiB",
+        wall.as_secs_f64(),
+        rss / 1024
+    );
+    println!(
+        "    read {:.3}s  parse {:.3}s  validate {:.3}s  encode {:.3}s  observe {:.3}s  diff {:.3}s  apply {:.3}s (kernel write {:.3}s)",
+        s("read"),
+        s("parse"),
+        s("validate"),
+        s("encode"),
+        s("observe"),
+        s("diff"),
+        s("apply"),
+        s("kernel_write")
+    );
+    assert_eq!(j["entries_written"].as_u64(), Some(n as u64), "{j}");
+
+    // The same entries through one raw batch, into the same kind of map.
+    let raw = ByteMap::create(
+        &MapCreate {
+            name: "bench_raw",
+            map_type: map_type::LPM_TRIE,
+            key_size: 8,
+            value_size: 1,
+            max_entries: 1 << 21,
+            map_flags: 1,
+        },
+        None,
+    )
+    .expect("create raw map");
+    let set = deny_entries(n);
+    let t = Instant::now();
+    raw.update_batch(&set).expect("raw batch");
+    let raw_time = t.elapsed();
+    drop(raw);
+    println!(
+        "  raw BPF_MAP_UPDATE_BATCH of the same {n} entries: {:.3}s; kfd's kernel write is {:.2}x of it",
+        raw_time.as_secs_f64(),
+        s("kernel_write") / raw_time.as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let again = env.apply();
+    let rewall = t.elapsed();
+    let j = again.json();
+    let tm = &j["timings"];
+    let s = |k: &str| tm[k].as_f64().unwrap_or(f64::NAN);
+    assert_eq!(
+        j["entries_written"].as_u64(),
+        Some(0),
+        "re-apply must write nothing: {j}"
+    );
+    assert_eq!(j["in_sync_before"], true);
+    println!(
+        "  kfd apply (unchanged): {:.2}s wall, 0 map writes; read {:.3}s parse {:.3}s validate {:.3}s encode {:.3}s observe {:.3}s diff {:.3}s",
+        rewall.as_secs_f64(),
+        s("read"),
+        s("parse"),
+        s("validate"),
+        s("encode"),
+        s("observe"),
+        s("diff")
+    );
+}
