@@ -178,8 +178,8 @@ pub enum ErrorKind {
         /// The hook.
         hook: String,
     },
-    /// No such global.
-    #[error("the object has no read-only global {name:?} (settable: {})", list(.settable))]
+    /// No such global (or a `kf_*` name, which the ABI reserves).
+    #[error("the object has no read-only global {name:?} (settable: {}; kf_* names are reserved)", list(.settable))]
     UnknownGlobal {
         /// Asked for.
         name: String,

@@ -10,6 +10,9 @@ mod resolve;
 pub mod schema;
 pub mod yaml;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -224,11 +227,14 @@ pub fn load(dir: &Path, snapshot: &Snapshot, rules: &ReadRules) -> Result<Loaded
                         .is_none_or(|s| candidates.get(*f).is_some_and(|c| c.bytes[..] != s[..]))
                 })
                 .collect();
-            // Blame what changed since the last apply; else the later file.
-            match changed.as_slice() {
-                [] => culprits.extend(c.files.iter().max().cloned()),
-                some => culprits.extend(some.iter().map(|s| (*s).clone())),
-            }
+            // Blame what changed since the last apply (the later file if
+            // several did); if nothing changed, the later file.
+            let culprit = changed
+                .iter()
+                .max()
+                .map(|s| (*s).clone())
+                .or_else(|| c.files.iter().max().cloned());
+            culprits.extend(culprit);
             errors.push(c.error);
         }
         for name in culprits {

@@ -69,6 +69,11 @@ fn sha256(parts: &[&[u8]]) -> Digest {
     h.finalize().into()
 }
 
+/// The plain SHA-256 of a file, as `sha256sum` prints it (what `sha256:` pins).
+fn file_sha256(bytes: &[u8]) -> Digest {
+    Sha256::digest(bytes).into()
+}
+
 fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -88,7 +93,7 @@ fn builtin_object(name: &str) -> Option<Result<Arc<LoadedObject>, crate::btf::Ob
         let o = Arc::new(LoadedObject {
             bytes: Arc::from(bytes),
             info: Arc::new(info),
-            sha256: sha256(&[bytes]),
+            sha256: file_sha256(bytes),
         });
         cache.insert(name.to_owned(), o.clone());
         o
@@ -462,7 +467,7 @@ fn read_object(path: &str, rules: &ReadRules) -> Result<Arc<LoadedObject>, Box<E
         path: path.to_owned(),
         source,
     })?;
-    let sha256 = sha256(&[&bytes]);
+    let sha256 = file_sha256(&bytes);
     Ok(Arc::new(LoadedObject {
         bytes: Arc::from(bytes),
         info: Arc::new(info),
@@ -511,7 +516,9 @@ fn globals(ctx: &mut Ctx<'_>, f: &Node<'_>, info: &ObjectInfo) -> Option<Vec<(St
             .as_scalar()
             .map(|s| s.text.to_string())
             .unwrap_or_default();
-        let Some(var) = info.global(&name) else {
+        // kf_* globals belong to the ABI: kfd sets them per instance.
+        let reserved = name.starts_with("kf_");
+        let Some(var) = info.global(&name).filter(|_| !reserved) else {
             ok = false;
             ctx.err(
                 k.mark,
@@ -520,7 +527,7 @@ fn globals(ctx: &mut Ctx<'_>, f: &Node<'_>, info: &ObjectInfo) -> Option<Vec<(St
                     settable: info
                         .globals
                         .iter()
-                        .filter(|g| g.section.starts_with(".rodata"))
+                        .filter(|g| g.section.starts_with(".rodata") && !g.name.starts_with("kf_"))
                         .map(|g| g.name.clone())
                         .collect(),
                 },

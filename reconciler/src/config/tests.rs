@@ -1,0 +1,465 @@
+//! Config layer tests: real files in temp dirs, exact `file:line:col` messages.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+use crate::model::{ChainKey, Hook, XdpMode};
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// A temp config dir, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "kfd-config-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        Dir(p)
+    }
+
+    fn write(&self, name: &str, content: impl AsRef<[u8]>) -> &Self {
+        let p = self.0.join(name);
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        self
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+
+    fn load(&self, snapshot: &Snapshot) -> Loaded {
+        load(&self.0, snapshot, &rules()).expect("dir readable")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rules() -> ReadRules {
+    ReadRules {
+        max_size: DEFAULT_MAX_FILE_SIZE,
+        strict_permissions: true,
+    }
+}
+
+fn errors(l: &Loaded) -> Vec<String> {
+    l.errors.iter().map(ToString::to_string).collect()
+}
+
+fn blocklist(name: &str, iface: &str, deny: &[&str]) -> String {
+    let entries: String = deny
+        .iter()
+        .map(|d| format!("\n          - {{key: {d}, value: 1}}"))
+        .collect();
+    format!(
+        "version: 1\nfunctions:\n  - name: {name}\n    interface: {iface}\n    hook: xdp\n    program: {{builtin: blocklist}}\n    maps:\n      deny_v4:\n        entries:{}\n",
+        if entries.is_empty() {
+            " []".to_owned()
+        } else {
+            entries
+        }
+    )
+}
+
+fn eth0() -> ChainKey {
+    ChainKey {
+        netns: None,
+        interface: "eth0".into(),
+        hook: Hook::Xdp,
+    }
+}
+
+fn snapshot_of(files: &[(&str, &str)]) -> Snapshot {
+    let dir = std::env::temp_dir().join(format!(
+        "kfd-snapshot-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let map: BTreeMap<String, Arc<[u8]>> = files
+        .iter()
+        .map(|(n, c)| ((*n).to_owned(), Arc::from(c.as_bytes())))
+        .collect();
+    let snap = Snapshot::save(&dir, &map).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    snap
+}
+
+#[test]
+fn the_bundled_example_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config.d");
+    let l = load(&dir, &Snapshot::default(), &rules()).unwrap();
+    assert_eq!(errors(&l), Vec::<String>::new());
+    let key = ChainKey {
+        netns: Some("kfd-demo-edge".into()),
+        interface: "edge0".into(),
+        hook: Hook::Xdp,
+    };
+    let chain = &l.desired.chains[&key];
+    assert_eq!(chain.xdp_mode, XdpMode::Auto);
+    let names: Vec<&str> = chain.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["edge-blocklist", "edge-ratelimit", "edge-counter"]);
+    let bl = &chain.functions[0];
+    assert_eq!(bl.maps["deny_v4"].entries.len(), 2);
+    // 203.0.113.0/24 and 192.0.2.66/32, sorted by key bytes (prefixlen first).
+    let keys: Vec<String> = bl.maps["deny_v4"]
+        .entries
+        .iter()
+        .map(|(k, _)| bl.maps["deny_v4"].format.key(k))
+        .collect();
+    assert_eq!(keys, ["203.0.113.0/24", "192.0.2.66/32"]);
+    assert!(chain.functions.iter().all(|f| f.program.uses_abi));
+    let rl = &chain.functions[1].maps["rl_config"];
+    let mut want = 1000u64.to_le_bytes().to_vec();
+    want.extend(50u64.to_le_bytes());
+    assert_eq!(rl.entries.get(&0u32.to_le_bytes()), Some(&want[..]));
+}
+
+#[test]
+fn semantic_errors_name_file_line_and_column() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n    maps:\n      deny:\n        entries: []\n",
+            "8:7: program blocklist has no map \"deny\" (maps: allow_v4, allow_v6, deny_v4, deny_v6)",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n    maps:\n      deny_v4:\n        entries:\n          - {key: 192.0.2.1/24, value: 1}\n",
+            "10:19: map deny_v4: key: host bits set in 192.0.2.1/24 (did you mean 192.0.2.0/24?)",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n    maps:\n      deny_v4:\n        entries:\n          - {key: 10.0.0.0/8, value: 300}\n",
+            "10:38: map deny_v4: value: 300 is out of range for __u8 (0 to 255)",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n    maps:\n      deny_v4:\n        entries:\n          - {key: 10.0.0.0/8, value: 1}\n          - {key: 10.0.0.0/8, value: 1}\n",
+            "11:19: map deny_v4: duplicate key 10.0.0.0/8 (first at line 10)",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklst}\n",
+            "6:24: unknown builtin program \"blocklst\" (builtins: blocklist, counter, ratelimit)",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    interfaces: [eth1]\n    hook: xdp\n    program: {builtin: blocklist}\n",
+            "3:5: function bl: give exactly one of `interface` or `interfaces`",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    proceed_on: [pass, shot]\n    program: {builtin: blocklist}\n",
+            "6:24: \"shot\" is not a xdp verdict (valid: aborted, drop, pass, tx, redirect)",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n    globals:\n      rate: 3\n",
+            "8:7: the object has no read-only global \"rate\" (settable: none; kf_* names are reserved)",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n    globals:\n      kf_slot_idx: 3\n",
+            "8:7: the object has no read-only global \"kf_slot_idx\" (settable: none; kf_* names are reserved)",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n    maps:\n      kf_progs:\n        entries: []\n",
+            "8:7: map \"kf_progs\" belongs to the chain (kfd ABI); it cannot be configured",
+        ),
+        (
+            "version: 1\nchains:\n  - {interface: eth0, hook: tc-ingress, xdp_mode: native}\n",
+            "3:51: xdp_mode applies to xdp chains only, not tc-ingress",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: Edge_BL\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n",
+            "3:11: functions[0].name: \"Edge_BL\" does not match \"^[a-z0-9][a-z0-9-]{0,31}$\"",
+        ),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: ratelimit}\n    maps:\n      rl_config:\n        entries:\n          - {key: 1, value: {rate_pps: 1, burst: 1}}\n",
+            "10:19: map rl_config: index 1 is out of range (array of 1 elements)",
+        ),
+    ];
+    for (content, want) in cases {
+        let d = Dir::new();
+        d.write("10-test.yaml", content);
+        let l = d.load(&Snapshot::default());
+        let got = errors(&l);
+        let expected = format!("{}:{want}", d.path("10-test.yaml"));
+        assert_eq!(got, [expected], "for:\n{content}");
+        assert_eq!(l.files["10-test.yaml"], FileStatus::Rejected);
+        assert!(l.desired.chains.is_empty());
+    }
+}
+
+#[test]
+fn a_function_defined_in_two_files_names_both() {
+    let d = Dir::new();
+    d.write("10-a.yaml", blocklist("bl", "eth0", &["10.0.0.0/8"]));
+    d.write("20-b.yaml", blocklist("bl", "eth0", &["10.1.0.0/16"]));
+    let l = d.load(&Snapshot::default());
+    assert_eq!(
+        errors(&l),
+        [format!(
+            "{}:3:5: function bl is defined twice on eth0 xdp; the other definition is at {}:3:5",
+            d.path("20-b.yaml"),
+            d.path("10-a.yaml")
+        )]
+    );
+    // Neither is in the store: the later file is rejected, the first stays.
+    assert_eq!(l.files["10-a.yaml"], FileStatus::Valid);
+    assert_eq!(l.files["20-b.yaml"], FileStatus::Rejected);
+    assert_eq!(
+        l.desired.chains[&eth0()].functions[0].maps["deny_v4"]
+            .entries
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_clash_rejects_the_file_that_changed_and_keeps_its_last_good_version() {
+    let d = Dir::new();
+    let a = blocklist("bl", "eth0", &["10.0.0.0/8"]);
+    let b_old = blocklist("other", "eth0", &[]);
+    let snap = snapshot_of(&[("10-a.yaml", &a), ("20-b.yaml", &b_old)]);
+    d.write("10-a.yaml", &a);
+    // 20-b now also defines `bl`: 20-b changed, so 20-b is the culprit even
+    // though it sorts later, and its last good version stands in.
+    d.write("20-b.yaml", blocklist("bl", "eth0", &["10.9.0.0/16"]));
+    let l = d.load(&snap);
+    assert_eq!(l.errors.len(), 1, "{:?}", errors(&l));
+    assert_eq!(l.files["10-a.yaml"], FileStatus::Valid);
+    assert_eq!(l.files["20-b.yaml"], FileStatus::KeptLastGood);
+    let names: Vec<&str> = l.desired.chains[&eth0()]
+        .functions
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["bl", "other"]);
+    assert_eq!(&l.effective["20-b.yaml"][..], b_old.as_bytes());
+}
+
+#[test]
+fn conflicting_chain_settings_name_both_files() {
+    let d = Dir::new();
+    d.write(
+        "10-a.yaml",
+        "version: 1\nchains:\n  - {interface: eth0, hook: xdp, xdp_mode: native}\n",
+    );
+    d.write(
+        "20-b.yaml",
+        "version: 1\nchains:\n  - {interface: eth0, hook: xdp, xdp_mode: generic}\n",
+    );
+    let l = d.load(&Snapshot::default());
+    assert_eq!(
+        errors(&l),
+        [format!(
+            "{}:3:5: chain eth0 xdp is given xdp_mode generic here but native; the other setting is at {}:3:5",
+            d.path("20-b.yaml"),
+            d.path("10-a.yaml")
+        )]
+    );
+}
+
+#[test]
+fn bad_empty_and_half_written_files_keep_their_last_good_version() {
+    let good = blocklist("bl", "eth0", &["10.0.0.0/8", "192.0.2.0/24"]);
+    let snap = snapshot_of(&[("10-bl.yaml", &good)]);
+    for (bad, err) in [
+        ("", "file is empty"),
+        (
+            "version: 1\nfunctions:\n  - name: bl\n    interface: [",
+            "5:1: while parsing a node",
+        ),
+        ("\u{0}\u{1}\u{2}binary\u{ff}", ""),
+    ] {
+        let d = Dir::new();
+        d.write("10-bl.yaml", bad);
+        let l = d.load(&snap);
+        assert_eq!(l.files["10-bl.yaml"], FileStatus::KeptLastGood, "{bad:?}");
+        assert!(errors(&l)[0].contains(err), "{:?}", errors(&l));
+        assert_eq!(
+            l.desired.chains[&eth0()].functions[0].maps["deny_v4"]
+                .entries
+                .len(),
+            2
+        );
+    }
+    // Invalid UTF-8 names the position of the first bad byte.
+    let d = Dir::new();
+    d.write("10-bl.yaml", b"version: 1\nfunctions: [\xff]\n");
+    let l = d.load(&snap);
+    assert_eq!(
+        errors(&l),
+        [format!(
+            "{}:2:13: not valid UTF-8 (is this a YAML file?)",
+            d.path("10-bl.yaml")
+        )]
+    );
+}
+
+#[test]
+fn a_deleted_file_removes_its_functions() {
+    let snap = snapshot_of(&[("10-bl.yaml", &blocklist("bl", "eth0", &[]))]);
+    let d = Dir::new();
+    let l = d.load(&snap);
+    assert!(l.desired.chains.is_empty());
+    assert!(l.effective.is_empty());
+}
+
+#[test]
+fn files_others_can_write_are_refused() {
+    let d = Dir::new();
+    d.write("10-bl.yaml", blocklist("bl", "eth0", &[]));
+    fs::set_permissions(d.0.join("10-bl.yaml"), fs::Permissions::from_mode(0o664)).unwrap();
+    let l = d.load(&Snapshot::default());
+    let e = errors(&l);
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with(&format!(
+            "{}: the file is writable by its group (mode 0664",
+            d.path("10-bl.yaml")
+        )),
+        "{e:?}"
+    );
+    let relaxed = load(
+        &d.0,
+        &Snapshot::default(),
+        &ReadRules {
+            strict_permissions: false,
+            ..rules()
+        },
+    )
+    .unwrap();
+    assert!(relaxed.errors.is_empty());
+}
+
+#[test]
+fn objects_are_checked_for_sha256_abi_and_order() {
+    let d = Dir::new();
+    let obj = d.0.join("pass.bpf.o");
+    let bytes = crate::builtin::object(crate::builtin::ObjectKind::Bench, "xdp_pass").unwrap();
+    fs::write(&obj, bytes).unwrap();
+    fs::set_permissions(&obj, fs::Permissions::from_mode(0o644)).unwrap();
+    let sha = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let func = |name: &str, prio: u32, extra: &str| {
+        format!(
+            "  - name: {name}\n    interface: eth0\n    hook: xdp\n    priority: {prio}\n    program: {{object: {}{extra}}}\n",
+            obj.display()
+        )
+    };
+    // A wrong pin is refused.
+    d.write(
+        "10-a.yaml",
+        format!(
+            "version: 1\nfunctions:\n{}",
+            func("third", 10, &format!(", sha256: \"{}\"", "0".repeat(64)))
+        ),
+    );
+    let e = errors(&d.load(&Snapshot::default()));
+    assert!(
+        e[0].contains(&format!(
+            "has sha256 {sha}, but the config pins {}",
+            "0".repeat(64)
+        )),
+        "{e:?}"
+    );
+    // The right pin loads; a program without the ABI may only run last.
+    d.write(
+        "10-a.yaml",
+        format!(
+            "version: 1\nfunctions:\n{}{}",
+            func("third", 10, &format!(", sha256: {sha}")),
+            "  - {name: after, interface: eth0, hook: xdp, priority: 20, program: {builtin: counter}}\n"
+        ),
+    );
+    let l = d.load(&Snapshot::default());
+    assert_eq!(
+        errors(&l),
+        [format!(
+            "{}:3:5: function third does not use the kfd ABI (it never calls kf_next), so it can only run last on eth0 xdp, but after runs after it (give third a larger priority number)",
+            d.path("10-a.yaml")
+        )]
+    );
+    d.write(
+        "10-a.yaml",
+        format!(
+            "version: 1\nfunctions:\n{}{}",
+            func("third", 30, ""),
+            "  - {name: after, interface: eth0, hook: xdp, priority: 20, program: {builtin: counter}}\n"
+        ),
+    );
+    let l = d.load(&Snapshot::default());
+    assert_eq!(errors(&l), Vec::<String>::new());
+    assert!(!l.desired.chains[&eth0()].functions[1].program.uses_abi);
+    // A missing object names the path.
+    d.write("10-a.yaml", "version: 1\nfunctions:\n  - {name: x, interface: eth0, hook: xdp, program: {object: /nonexistent/x.o}}\n");
+    let e = errors(&d.load(&Snapshot::default()));
+    assert_eq!(
+        e,
+        [format!(
+            "{}:3:61: object /nonexistent/x.o: No such file or directory (os error 2)",
+            d.path("10-a.yaml")
+        )]
+    );
+}
+
+#[test]
+fn validate_checks_a_file_whatever_its_name() {
+    let d = Dir::new();
+    d.write("tmpXYZ123", blocklist("bl", "eth0", &["10.0.0.0/8"]));
+    assert_eq!(validate(&[&d.0.join("tmpXYZ123")], &rules()).unwrap(), 1);
+    d.write("tmpbad", blocklist("bl", "eth0", &["10.0.0.0/33"]));
+    let e = validate(&[&d.0.join("tmpbad")], &rules()).unwrap_err();
+    assert!(
+        e[0].to_string()
+            .starts_with(&format!("{}:10:19:", d.path("tmpbad"))),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    use proptest::prelude::*;
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(&proptest::collection::vec(any::<u8>(), 0..400), |bytes| {
+            let _ = process(
+                "f.yaml",
+                &bytes,
+                &mut Objects::default(),
+                &rules(),
+                &mut Timings::default(),
+            );
+            Ok(())
+        })
+        .unwrap();
+    let valid = blocklist("bl", "eth0", &["10.0.0.0/8"]);
+    runner
+        .run(&(0..valid.len(), any::<u8>()), |(at, b)| {
+            let mut bytes = valid.clone().into_bytes();
+            bytes[at] = b;
+            let _ = process(
+                "f.yaml",
+                &bytes,
+                &mut Objects::default(),
+                &rules(),
+                &mut Timings::default(),
+            );
+            Ok(())
+        })
+        .unwrap();
+}
