@@ -38,7 +38,10 @@ mod tests {
 
     #[test]
     fn bundled_functions_are_embedded() {
-        assert_eq!(function_names(), ["blocklist", "counter", "ratelimit"]);
+        assert_eq!(
+            function_names(),
+            ["blocklist", "blocklist-swap", "counter", "ratelimit"]
+        );
         let root = object(ObjectKind::Root, "xdp_root").expect("xdp root embedded");
         assert_eq!(&root[..4], b"\x7fELF");
         assert_eq!(

@@ -112,6 +112,12 @@ impl EntryFormat for HexFormat {
 pub struct DesiredMap {
     /// Its shape in the object.
     pub shape: MapShape,
+    /// For a map-in-map: the shape of the inner maps, whose entries
+    /// `entries` are (the outer map has one slot, key 0).
+    pub inner: Option<MapShape>,
+    /// `update: auto` swaps when more than this fraction of entries change
+    /// (None: the global `--swap-threshold`).
+    pub swap_threshold: Option<f64>,
     /// How changes should land.
     pub update: UpdateMode,
     /// The entries, encoded. Shared between the chains of a multi-interface function.

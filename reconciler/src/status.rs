@@ -165,16 +165,21 @@ fn map_status(
                 source,
             };
             let map = ByteMap::from_pin(&path).map_err(err)?;
-            let entries = if map_type::is_map_in_map(map.info().map_type) {
-                0
+            // A map-in-map reports the list in its slot.
+            let list = if map_type::is_map_in_map(map.info().map_type) {
+                map.inner(0).map_err(err)?
             } else {
-                map.count().map_err(err)?
+                Some(map)
+            };
+            let (entries, max_entries) = match &list {
+                Some(l) => (l.count().map_err(err)?, l.info().max_entries),
+                None => (0, 0),
             };
             out.push(MapStatus {
                 name,
                 role,
                 entries,
-                max_entries: map.info().max_entries,
+                max_entries,
             });
         }
     }

@@ -5,17 +5,7 @@
 
 #include "kf_pkt.h"
 
-/* LPM keys: prefix length, then the address in network byte order.
- * In config, a key is written as a CIDR ("192.0.2.0/24") or a bare address. */
-struct lpm_v4_key {
-	__u32 prefixlen;
-	__be32 addr;
-};
-
-struct lpm_v6_key {
-	__u32 prefixlen;
-	struct in6_addr addr;
-};
+#include "lpm.h"
 
 /* deny_v4, deny_v6: source prefixes to drop. Value 1 marks an entry present
  * (0 keeps the entry but disables it). */
@@ -51,12 +41,6 @@ struct {
 	__type(key, struct lpm_v6_key);
 	__type(value, __u8);
 } allow_v6 SEC(".maps");
-
-static __always_inline int lpm_hit(void *map, void *key)
-{
-	__u8 *present = bpf_map_lookup_elem(map, key);
-	return present && *present;
-}
 
 /* Returns 1 when the packet must be dropped. */
 static __always_inline int blocklist_denies(const struct kf_pkt *pkt)

@@ -182,9 +182,14 @@ enum Undo {
     },
     /// Put entries back: write `restore`, delete `remove` (packed keys).
     Entries {
-        map: PathBuf,
+        map: ByteMap,
         restore: EntrySet,
         remove: Vec<u8>,
+    },
+    /// Put the previous inner map back into a map-in-map (or empty the slot).
+    SwapBack {
+        outer: ByteMap,
+        previous: Option<ByteMap>,
     },
     FlipBack {
         revision: u32,
@@ -292,11 +297,24 @@ impl<'a> ChainRun<'a> {
                 restore,
                 remove,
             } => {
-                let m = open_map(&map)?;
-                m.delete_batch(&remove)
-                    .map_err(|source| map_err(&map, source))?;
-                m.update_batch(&restore)
-                    .map_err(|source| map_err(&map, source))?;
+                let what = |source| ApplyError::Map {
+                    what: format!("restoring map {}", map.info().name),
+                    source,
+                };
+                map.delete_batch(&remove).map_err(what)?;
+                map.update_batch(&restore).map_err(what)?;
+            }
+            Undo::SwapBack { outer, previous } => {
+                let what = |source| ApplyError::Map {
+                    what: format!("swapping back map {}", outer.info().name),
+                    source,
+                };
+                match previous {
+                    Some(inner) => outer.update_fd(0, inner.fd()).map_err(what)?,
+                    None => {
+                        outer.delete(&0u32.to_ne_bytes()).map_err(what)?;
+                    }
+                }
             }
             Undo::FlipBack { revision } => self.write_ctl(revision)?,
             Undo::SlotBack { index, prog } => {

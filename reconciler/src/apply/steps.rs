@@ -14,7 +14,7 @@ use crate::kernel::netns::netns_path;
 use crate::kernel::sys::{self, MapCreate};
 use crate::kernel::xdp;
 use crate::layout::{CHAIN_MAPS, FnPaths, abi_globals};
-use crate::model::{Hook, map_type};
+use crate::model::{Hook, MapShape, map_type};
 use crate::plan::{Action, PlannedSlot};
 use crate::state::SLOTS_PER_REVISION;
 use crate::state::model::{FnMeta, META_SIZE};
@@ -72,6 +72,23 @@ impl<'a> ChainRun<'a> {
             } => {
                 let f = self.function(function)?;
                 self.write_entries(function, map, &diff.upserts, &diff.deletes)
+                    .map_err(|e| ApplyError::Function {
+                        function: f.name.clone(),
+                        source_at: f
+                            .maps
+                            .get(map)
+                            .map_or_else(|| f.source.clone(), |m| m.source.clone()),
+                        error: Box::new(e),
+                    })
+            }
+            Action::SwapMap {
+                function,
+                map,
+                entries,
+                ..
+            } => {
+                let f = self.function(function)?;
+                self.swap_map(function, map, entries)
                     .map_err(|e| ApplyError::Function {
                         function: f.name.clone(),
                         source_at: f
@@ -238,11 +255,18 @@ impl<'a> ChainRun<'a> {
                     continue;
                 };
                 let t = Instant::now();
-                map.update_batch(&m.entries)
-                    .map_err(|source| ApplyError::Map {
-                        what: format!("filling map {name}"),
-                        source,
-                    })?;
+                let filling = |source| ApplyError::Map {
+                    what: format!("filling map {name}"),
+                    source,
+                };
+                match m.inner {
+                    // A map-in-map starts with an empty slot: build its first list.
+                    Some(inner) => {
+                        let list = new_inner(name, &inner, &m.entries).map_err(filling)?;
+                        map.update_fd(0, list.fd()).map_err(filling)?;
+                    }
+                    None => map.update_batch(&m.entries).map_err(filling)?,
+                }
                 self.map_write_time += t.elapsed();
                 self.entries_written += m.entries.len();
                 map.pin(&building.config_map(name))
@@ -298,7 +322,7 @@ impl<'a> ChainRun<'a> {
         deletes: &[u8],
     ) -> Result<(), ApplyError> {
         let path = self.live(function).config_map(map);
-        let m = open_map(&path)?;
+        let m = entries_target(&path)?;
         // Undo puts back exactly what observe saw for every key touched.
         let before = self
             .observed
@@ -324,7 +348,7 @@ impl<'a> ChainRun<'a> {
             }
         }
         self.undo.push(Undo::Entries {
-            map: path.clone(),
+            map: m.try_clone().map_err(|source| map_err(&path, source))?,
             restore: EntrySet::from_unique(ks, vs, restore_k, restore_v),
             remove,
         });
@@ -335,6 +359,39 @@ impl<'a> ChainRun<'a> {
             .map_err(|source| map_err(&path, source))?;
         self.map_write_time += t.elapsed();
         self.entries_written += upserts.len() + deletes.len() / ks.max(1);
+        Ok(())
+    }
+
+    /// Builds a new inner map holding `entries` and swaps it into the live
+    /// map-in-map in one write; packets see the old list or the new one.
+    fn swap_map(
+        &mut self,
+        function: &str,
+        map: &str,
+        entries: &EntrySet,
+    ) -> Result<(), ApplyError> {
+        let path = self.live(function).config_map(map);
+        let outer = open_map(&path)?;
+        let Some(inner) = self
+            .desired
+            .and_then(|d| d.functions.iter().find(|f| f.name == function))
+            .and_then(|f| f.maps.get(map))
+            .and_then(|m| m.inner)
+        else {
+            return Err(ApplyError::Blocked {
+                message: format!("internal: map {map} of {function} is not a map-in-map"),
+            });
+        };
+        let t = Instant::now();
+        let list = new_inner(map, &inner, entries).map_err(|source| map_err(&path, source))?;
+        // Keep the old list alive until the change stands, for the undo.
+        let previous = outer.inner(0).map_err(|source| map_err(&path, source))?;
+        outer
+            .update_fd(0, list.fd())
+            .map_err(|source| map_err(&path, source))?;
+        self.map_write_time += t.elapsed();
+        self.entries_written += entries.len();
+        self.undo.push(Undo::SwapBack { outer, previous });
         Ok(())
     }
 
@@ -501,6 +558,40 @@ fn prog_kind(hook: Hook) -> ProgKind {
         Hook::Xdp => ProgKind::Xdp,
         Hook::TcIngress | Hook::TcEgress => ProgKind::Classifier,
     }
+}
+
+/// The map whose entries a config map holds: itself, or a map-in-map's inner map.
+fn entries_target(path: &Path) -> Result<ByteMap, ApplyError> {
+    let m = open_map(path)?;
+    if !map_type::is_map_in_map(m.info().map_type) {
+        return Ok(m);
+    }
+    m.inner(0)
+        .map_err(|source| map_err(path, source))?
+        .ok_or_else(|| ApplyError::Blocked {
+            message: format!("{}: the map-in-map's slot is empty", path.display()),
+        })
+}
+
+/// A new, filled inner map for a map-in-map.
+fn new_inner(
+    name: &str,
+    shape: &MapShape,
+    entries: &EntrySet,
+) -> Result<ByteMap, crate::kernel::MapError> {
+    let list = ByteMap::create(
+        &MapCreate {
+            name,
+            map_type: shape.map_type,
+            key_size: shape.key_size,
+            value_size: shape.value_size,
+            max_entries: shape.max_entries,
+            map_flags: shape.map_flags,
+        },
+        None,
+    )?;
+    list.update_batch(entries)?;
+    Ok(list)
 }
 
 fn write_meta(path: &Path, meta: &FnMeta) -> Result<(), ApplyError> {

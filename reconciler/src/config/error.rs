@@ -240,8 +240,12 @@ pub enum ErrorKind {
         first_line: u32,
     },
     /// More entries than the map holds.
-    #[error("map {map}: {count} entries, but it holds at most {max} (max_entries)")]
+    #[error(
+        "function {function}: map {map}: {count} entries, but it holds at most {max} (max_entries)"
+    )]
     TooManyEntries {
+        /// The function.
+        function: String,
         /// The map.
         map: String,
         /// Entries configured.

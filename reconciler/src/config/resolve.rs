@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::{ConfigError, ErrorKind};
 use super::files::{self, ReadRules};
-use super::yaml::{Mark, Node};
+use super::yaml::{Mark, Node, Resolved};
 use crate::btf::{Decoder, Encoder, MapDef, ObjectInfo};
 use crate::builtin::{self, ObjectKind, shape_of_def};
 use crate::desired::{DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin};
@@ -248,7 +248,7 @@ fn function(
         .and_then(|p| p.as_scalar())
         .map(|s| s.resolve())
     {
-        Some(crate::config::yaml::Resolved::Int(p)) => p as u32,
+        Some(Resolved::Int(p)) => p as u32,
         _ => DEFAULT_PRIORITY,
     };
     let Some(program_node) = f.get("program") else {
@@ -626,18 +626,32 @@ fn maps(
             );
             continue;
         };
-        if !configurable(def.map_type) {
-            ok = false;
-            ctx.err(
-                k.mark,
-                ErrorKind::UnsupportedMap {
-                    map: name,
-                    kind: map_type::name(def.map_type),
-                },
-            );
-            continue;
-        }
-        match map_entries(ctx, &name, def, info, cfg, k.mark) {
+        // A map-in-map's entries are those of its inner map (slot 0).
+        let contents = match (map_type::is_map_in_map(def.map_type), def.inner.as_deref()) {
+            (true, Some(inner)) if configurable(inner.map_type) => inner,
+            (false, _) if configurable(def.map_type) => def,
+            _ => {
+                ok = false;
+                ctx.err(
+                    k.mark,
+                    ErrorKind::UnsupportedMap {
+                        map: name,
+                        kind: map_type::name(def.map_type),
+                    },
+                );
+                continue;
+            }
+        };
+        match map_entries(
+            ctx,
+            str_of(f, "name").unwrap_or_default(),
+            &name,
+            def,
+            contents,
+            info,
+            cfg,
+            k.mark,
+        ) {
             Some(m) => {
                 out.insert(name, m);
             }
@@ -647,9 +661,14 @@ fn maps(
     ok.then_some(out)
 }
 
+/// Encodes a config map's entries. `outer` is the map as defined; `def` the
+/// map whose entries they are (the same map, or a map-in-map's inner map).
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn map_entries(
     ctx: &mut Ctx<'_>,
+    function: &str,
     name: &str,
+    outer: &MapDef,
     def: &MapDef,
     info: &ObjectInfo,
     cfg: &Node<'_>,
@@ -749,6 +768,7 @@ fn map_entries(
         ctx.err(
             mark,
             ErrorKind::TooManyEntries {
+                function: function.to_owned(),
                 map: name.to_owned(),
                 count: entries.len(),
                 max: def.max_entries,
@@ -780,8 +800,19 @@ fn map_entries(
             return None;
         }
     };
+    let swap_threshold = match cfg
+        .get("swap_threshold")
+        .and_then(Node::as_scalar)
+        .map(|s| s.resolve())
+    {
+        Some(Resolved::Float(f)) => Some(f),
+        Some(Resolved::Int(i)) => Some(i as f64),
+        _ => None,
+    };
     Some(DesiredMap {
-        shape: shape_of_def(def),
+        shape: shape_of_def(outer),
+        inner: map_type::is_map_in_map(outer.map_type).then(|| shape_of_def(def)),
+        swap_threshold,
         update,
         entries: Arc::new(set),
         source: ctx.source(mark),

@@ -143,7 +143,7 @@ fn allowed_keys(pointer: &str) -> String {
             "maps",
         ],
         ["functions", _, "program"] => &["builtin", "object", "section", "program", "sha256"],
-        ["functions", _, "maps", _] => &["update", "entries"],
+        ["functions", _, "maps", _] => &["update", "swap_threshold", "entries"],
         ["functions", _, "maps", _, "entries", _] => &["key", "value"],
         _ => &[],
     };

@@ -126,6 +126,23 @@ impl ByteMap {
         Self::from_fd(fd)
     }
 
+    /// A second handle on the same map.
+    pub fn try_clone(&self) -> Result<ByteMap, MapError> {
+        let fd = self.fd.try_clone().map_err(|source| MapError::Sys {
+            map: self.info.name.clone(),
+            source: SysError {
+                call: "dup",
+                source,
+            },
+        })?;
+        Ok(ByteMap {
+            fd,
+            info: self.info.clone(),
+            stride: self.stride,
+            cpus: self.cpus,
+        })
+    }
+
     /// The kernel's description of the map.
     pub fn info(&self) -> &MapInfo {
         &self.info
@@ -411,6 +428,25 @@ impl ByteMap {
             });
         }
         Ok(out)
+    }
+
+    /// For a map-in-map: the map in slot `index`, if the slot is filled.
+    /// (A map-in-map read from user space yields the inner map's id.)
+    pub fn inner(&self, index: u32) -> Result<Option<ByteMap>, MapError> {
+        let Some(raw) = self.lookup_raw(&index.to_ne_bytes())? else {
+            return Ok(None);
+        };
+        let id = u32::from_ne_bytes(
+            raw.get(..4)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_default(),
+        );
+        match sys::map_fd_by_id(id) {
+            Ok(fd) => ByteMap::from_fd(fd).map(Some),
+            // Freed between the lookup and the open: as good as empty.
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// Counts entries (arrays: non-zero elements).

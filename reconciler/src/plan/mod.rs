@@ -115,6 +115,8 @@ pub enum Blocked {
 pub enum Strategy {
     /// Batched upserts, then batched deletes, on the live map.
     Entries,
+    /// A new inner map, filled, then swapped into its map-in-map in one write.
+    MapSwap,
     /// A new program instance with fresh config maps, swapped into its slot.
     ProgramSwap,
 }
@@ -124,6 +126,7 @@ impl Strategy {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Entries => "entries",
+            Self::MapSwap => "map swap",
             Self::ProgramSwap => "program swap",
         }
     }
@@ -235,6 +238,23 @@ pub enum Action {
         /// Why this strategy, for output.
         reason: String,
     },
+    /// Commit: build a new inner map with all of `entries` and swap it into
+    /// the map-in-map in one write.
+    SwapMap {
+        /// The function.
+        function: String,
+        /// The (outer) map.
+        map: String,
+        /// The complete new contents.
+        #[serde(skip)]
+        entries: Arc<EntrySet>,
+        /// Entries in the new inner map.
+        total: usize,
+        /// Entries that differ from the live inner map.
+        changed: usize,
+        /// Why a swap, for output.
+        reason: String,
+    },
     /// Commit: a map left the config: its entries are removed and it becomes
     /// a state map (kfd stops writing it).
     UnmanageMap {
@@ -292,6 +312,7 @@ impl Action {
             Action::ResetChain | Action::CreateChain | Action::LoadFunction { .. } => Phase::Build,
             Action::ManageMap { .. }
             | Action::UpdateEntries { .. }
+            | Action::SwapMap { .. }
             | Action::UnmanageMap { .. }
             | Action::SetRevision { .. }
             | Action::ReplaceSlot { .. }
@@ -415,7 +436,7 @@ fn plan_chain(
                 Some(reason) => {
                     reasons.insert(&f.name, reason);
                 }
-                None => commits.extend(map_actions(f, o)),
+                None => commits.extend(map_actions(f, o, opts)),
             },
         }
     }
@@ -621,43 +642,53 @@ fn needs_load(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) -> 
         }
     }
     for (name, m) in &f.maps {
-        if m.update == UpdateMode::Swap && !map_type::is_map_in_map(m.shape.map_type) {
-            let diff = diff_for(name, f, o);
-            if diff.as_ref().is_some_and(|d| !d.is_empty()) {
-                return Some(LoadReason::MapsSwap {
-                    map: name.clone(),
-                    detail: "update: swap".into(),
-                });
-            }
+        // A map-in-map swaps on its own (a map swap), never the program.
+        if map_type::is_map_in_map(m.shape.map_type) {
+            continue;
         }
-        if m.update == UpdateMode::Auto
-            && let Some(diff) = diff_for(name, f, o)
-        {
-            let base = m.entries.len().max(observed_len(name, o)).max(1);
-            let changed = diff.write_count();
-            if changed > 0
-                && (changed as f64) > opts.swap_threshold * base as f64
-                && base >= SWAP_MIN_ENTRIES
-            {
-                return Some(LoadReason::MapsSwap {
-                    map: name.clone(),
-                    detail: format!("{} of {} entries changed", group(changed), group(base)),
-                });
-            }
+        let Some(diff) = diff_for(name, f, o) else {
+            continue;
+        };
+        if let Some(detail) = swap_reason(m, &diff, opts) {
+            return Some(LoadReason::MapsSwap {
+                map: name.clone(),
+                detail,
+            });
         }
     }
     None
 }
 
 /// Below this many entries a swap never pays for itself.
-const SWAP_MIN_ENTRIES: usize = 1024;
+pub const SWAP_MIN_ENTRIES: usize = 1024;
 
-fn observed_len(name: &str, o: &ObservedFunction) -> usize {
-    o.maps
-        .get(name)
-        .or_else(|| o.state.get(name))
-        .and_then(|m| m.entries.as_ref())
-        .map_or(0, EntrySet::len)
+/// Whether a change to `m` should land as a swap, and why: `update: swap`
+/// always; `update: auto` when more than the threshold of the entries
+/// change (and the map is big enough for a swap to pay).
+fn swap_reason(
+    m: &crate::desired::DesiredMap,
+    diff: &EntryDiff,
+    opts: &PlanOptions,
+) -> Option<String> {
+    if diff.is_empty() {
+        return None;
+    }
+    // Keys on either side: what changed is a fraction of this.
+    let base = (m.entries.len() + diff.delete_count()).max(1);
+    let changed = diff.write_count();
+    match m.update {
+        UpdateMode::Swap => Some(format!(
+            "{} of {} changed (update: swap)",
+            group(changed),
+            group(base)
+        )),
+        UpdateMode::Entries => None,
+        UpdateMode::Auto => {
+            let threshold = m.swap_threshold.unwrap_or(opts.swap_threshold);
+            (base >= SWAP_MIN_ENTRIES && changed as f64 > threshold * base as f64)
+                .then(|| format!("{} of {} changed", group(changed), group(base)))
+        }
+    }
 }
 
 fn diff_for(name: &str, f: &DesiredFunction, o: &ObservedFunction) -> Option<EntryDiff> {
@@ -681,8 +712,8 @@ fn normalized(want: &EntrySet, have: &EntrySet, is_array: bool) -> EntryDiff {
     }
 }
 
-/// Entry updates for a function whose program stays.
-fn map_actions(f: &DesiredFunction, o: &ObservedFunction) -> Vec<Action> {
+/// Entry updates and map swaps for a function whose program stays.
+fn map_actions(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) -> Vec<Action> {
     let mut out = Vec::new();
     for (name, m) in &f.maps {
         let (have, managed) = match (o.maps.get(name), o.state.get(name)) {
@@ -696,10 +727,41 @@ fn map_actions(f: &DesiredFunction, o: &ObservedFunction) -> Vec<Action> {
                 map: name.clone(),
             });
         }
+        if map_type::is_map_in_map(m.shape.map_type) {
+            // An empty slot, or an inner map of another shape, can only be
+            // replaced; otherwise the size of the change decides.
+            let swap = match (&have.entries, have.inner == m.inner) {
+                (Some(entries), true) => {
+                    let diff =
+                        normalized(&m.entries, entries, m.inner.is_some_and(|i| i.is_array()));
+                    if diff.is_empty() {
+                        continue;
+                    }
+                    swap_reason(m, &diff, opts).map(|r| (diff.write_count(), r))
+                }
+                (None, _) => Some((m.entries.len(), "the outer map's slot is empty".to_owned())),
+                (Some(_), false) => Some((
+                    m.entries.len(),
+                    "the live inner map has another shape".to_owned(),
+                )),
+            };
+            if let Some((changed, reason)) = swap {
+                out.push(Action::SwapMap {
+                    function: f.name.clone(),
+                    map: name.clone(),
+                    total: m.entries.len(),
+                    changed,
+                    reason,
+                    entries: m.entries.clone(),
+                });
+                continue;
+            }
+        }
         let Some(entries) = &have.entries else {
             continue;
         };
-        let diff = normalized(&m.entries, entries, m.shape.is_array());
+        let is_array = m.shape.is_array() || m.inner.is_some_and(|i| i.is_array());
+        let diff = normalized(&m.entries, entries, is_array);
         if diff.is_empty() {
             continue;
         }

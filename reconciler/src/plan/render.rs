@@ -189,6 +189,20 @@ fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
                     let _ = writeln!(out, "      … and {} more", group(total - shown));
                 }
             }
+            Action::SwapMap {
+                function,
+                map,
+                total,
+                reason,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  ~ {function} {map}: map swap: {reason} (a new inner map with {} entr{}, swapped in at once)",
+                    group(*total),
+                    if *total == 1 { "y" } else { "ies" }
+                );
+            }
             Action::UnmanageMap {
                 function,
                 map,

@@ -31,6 +31,14 @@ const ARRAY: MapShape = MapShape {
     map_flags: 0,
 };
 
+const OUTER: MapShape = MapShape {
+    map_type: map_type::ARRAY_OF_MAPS,
+    key_size: 4,
+    value_size: 4,
+    max_entries: 1,
+    map_flags: 0,
+};
+
 fn digest(b: u8) -> Digest {
     [b; 32]
 }
@@ -40,6 +48,7 @@ fn image(code: u8, uses_abi: bool) -> Arc<ProgramImage> {
     maps.insert("deny_v4".to_owned(), LPM);
     maps.insert("buckets".to_owned(), STATE);
     maps.insert("cfg".to_owned(), ARRAY);
+    maps.insert("list".to_owned(), OUTER);
     Arc::new(ProgramImage {
         origin: ProgramOrigin::Builtin("test".into()),
         symbol: "test".into(),
@@ -77,6 +86,8 @@ fn func(name: &str, priority: u32, ips: &[u8]) -> DesiredFunction {
         "deny_v4".to_owned(),
         DesiredMap {
             shape: LPM,
+            inner: None,
+            swap_threshold: None,
             update: UpdateMode::Auto,
             entries: Arc::new(deny(ips)),
             source: src(),
@@ -193,6 +204,7 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                                 n.clone(),
                                 ObservedMap {
                                     shape: m.shape,
+                                    inner: m.inner,
                                     entries: Some((*m.entries).clone()),
                                 },
                             )
@@ -211,6 +223,7 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                                 n.clone(),
                                 kept.unwrap_or(ObservedMap {
                                     shape: *s,
+                                    inner: None,
                                     entries: None,
                                 }),
                             )
@@ -267,6 +280,31 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                         }
                     }
                     *entries = rest;
+                }
+                Action::SwapMap {
+                    function,
+                    map,
+                    entries,
+                    ..
+                } => {
+                    let want_inner = want
+                        .unwrap()
+                        .functions
+                        .iter()
+                        .find(|f| &f.name == function)
+                        .unwrap()
+                        .maps[map]
+                        .inner;
+                    let f = o
+                        .chains
+                        .get_mut(&cp.key)
+                        .unwrap()
+                        .functions
+                        .get_mut(function)
+                        .unwrap();
+                    let m = f.maps.get_mut(map).unwrap();
+                    m.entries = Some((**entries).clone());
+                    m.inner = want_inner;
                 }
                 Action::UnmanageMap { function, map, .. } => {
                     let f = o
@@ -366,6 +404,13 @@ fn names(plan: &Plan) -> Vec<String> {
                 removed,
                 ..
             } => format!("unmanage {function}.{map} -{removed}"),
+            Action::SwapMap {
+                function,
+                map,
+                total,
+                reason,
+                ..
+            } => format!("swap {function}.{map} {total} ({reason})"),
             Action::SetRevision {
                 revision,
                 slots,
@@ -583,7 +628,7 @@ fn bulk_change_above_threshold_swaps_the_program() {
     else {
         panic!()
     };
-    assert_eq!(detail, "2,048 of 1,024 entries changed");
+    assert_eq!(detail, "2,048 of 2,048 changed");
     assert_eq!(n[1], "replace bl@0");
     assert_converges(&d, &o);
     // update: entries forces entry-by-entry however large.
@@ -603,7 +648,7 @@ fn update_swap_forces_a_program_swap_for_any_change() {
     assert_eq!(
         names(&run(&desired(vec![f.clone()]), &o)),
         [
-            "load bl MapsSwap { map: \"deny_v4\", detail: \"update: swap\" }",
+            "load bl MapsSwap { map: \"deny_v4\", detail: \"1 of 2 changed (update: swap)\" }",
             "replace bl@0"
         ]
     );
@@ -815,6 +860,8 @@ fn arrays_treat_zero_as_absent() {
         "cfg".into(),
         DesiredMap {
             shape: ARRAY,
+            inner: None,
+            swap_threshold: None,
             update: UpdateMode::Auto,
             entries: Arc::new(zero),
             source: src(),
@@ -846,4 +893,138 @@ fn plans_are_deterministic() {
     ]);
     let o = no_chains_iface_up();
     assert_eq!(format!("{:?}", run(&d, &o)), format!("{:?}", run(&d, &o)));
+}
+
+/// `n` keys 10.0.x.y/32 starting at `from`.
+fn keys(from: u32, n: u32) -> EntrySet {
+    let mut k = Vec::new();
+    for i in from..from + n {
+        k.extend_from_slice(&32u32.to_ne_bytes());
+        k.extend_from_slice(&(0x0a00_0000 + i).to_be_bytes());
+    }
+    EntrySet::from_unsorted(8, 1, k, vec![1; n as usize]).unwrap()
+}
+
+fn with_list(set: EntrySet, update: UpdateMode, threshold: Option<f64>) -> DesiredFunction {
+    let mut f = func("bl", 10, &[]);
+    f.maps.clear();
+    f.maps.insert(
+        "list".into(),
+        DesiredMap {
+            shape: OUTER,
+            inner: Some(LPM),
+            swap_threshold: threshold,
+            update,
+            entries: Arc::new(set),
+            source: src(),
+            format: Arc::new(HexFormat),
+        },
+    );
+    f
+}
+
+#[test]
+fn a_map_in_map_takes_small_changes_entry_by_entry_and_swaps_large_ones() {
+    let o = applied(&desired(vec![with_list(
+        keys(0, 2000),
+        UpdateMode::Auto,
+        None,
+    )]));
+    // 10 of 2,000 changed: entries, into the live inner map.
+    let small = desired(vec![with_list(keys(5, 2000), UpdateMode::Auto, None)]);
+    assert_eq!(names(&run(&small, &o)), ["entries bl.list +5 ~0 -5"]);
+    assert_converges(&small, &o);
+    // 2,000 of 2,000 changed: one map swap, never a program swap.
+    let large = desired(vec![with_list(keys(5000, 2000), UpdateMode::Auto, None)]);
+    let p = run(&large, &o);
+    assert_eq!(names(&p), ["swap bl.list 2000 (4,000 of 4,000 changed)"]);
+    assert_converges(&large, &o);
+    // A per-map threshold below the change: swap; update: entries: never.
+    assert_eq!(
+        names(&run(
+            &desired(vec![with_list(
+                keys(5, 2000),
+                UpdateMode::Auto,
+                Some(0.001)
+            )]),
+            &o
+        )),
+        ["swap bl.list 2000 (10 of 2,005 changed)"]
+    );
+    assert_eq!(
+        names(&run(
+            &desired(vec![with_list(keys(5000, 2000), UpdateMode::Entries, None)]),
+            &o
+        )),
+        ["entries bl.list +2000 ~0 -2000"]
+    );
+    // update: swap swaps any change, and nothing when nothing changed.
+    assert_eq!(
+        names(&run(
+            &desired(vec![with_list(keys(5, 2000), UpdateMode::Swap, None)]),
+            &o
+        )),
+        ["swap bl.list 2000 (10 of 2,005 changed (update: swap))"]
+    );
+    assert!(
+        run(
+            &desired(vec![with_list(keys(0, 2000), UpdateMode::Swap, None)]),
+            &o
+        )
+        .in_sync()
+    );
+}
+
+#[test]
+fn an_empty_outer_slot_is_filled_by_a_swap() {
+    let d = desired(vec![with_list(keys(0, 3), UpdateMode::Auto, None)]);
+    let mut o = applied(&d);
+    let m = o
+        .chains
+        .get_mut(&key("eth0"))
+        .unwrap()
+        .functions
+        .get_mut("bl")
+        .unwrap()
+        .maps
+        .get_mut("list")
+        .unwrap();
+    m.inner = None;
+    m.entries = None;
+    assert_eq!(
+        names(&run(&d, &o)),
+        ["swap bl.list 3 (the outer map's slot is empty)"]
+    );
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn the_global_threshold_applies_to_program_swaps_too() {
+    let many = |from| {
+        let mut f = func("bl", 10, &[]);
+        f.maps.get_mut("deny_v4").unwrap().entries = Arc::new(keys(from, 2000));
+        f
+    };
+    let o = applied(&desired(vec![many(0)]));
+    let d = desired(vec![many(100)]);
+    let strict = plan(
+        &d,
+        &o,
+        &PlanOptions {
+            swap_threshold: 0.05,
+        },
+    );
+    assert!(
+        names(&strict)[0].starts_with("load bl MapsSwap"),
+        "{:?}",
+        names(&strict)
+    );
+    let lax = plan(
+        &d,
+        &o,
+        &PlanOptions {
+            swap_threshold: 0.5,
+        },
+    );
+    assert_eq!(names(&lax), ["entries bl.deny_v4 +100 ~0 -100"]);
 }

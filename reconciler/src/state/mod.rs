@@ -13,7 +13,7 @@ use crate::kernel::netns::netns_path;
 use crate::kernel::sys::{self, SysError};
 use crate::kernel::xdp::{self, XdpError};
 use crate::layout::{BUILDING_SUFFIX, CHAIN_MAPS, FnPaths, Layout, parse_chain_dir_name};
-use crate::model::{ChainKey, XdpMode};
+use crate::model::{ChainKey, XdpMode, map_type};
 use model::{
     FnMeta, InterfaceState, ObservedChain, ObservedFunction, ObservedLink, ObservedMap,
     ObservedSlot, ObservedState,
@@ -236,18 +236,29 @@ fn observe_function(paths: &FnPaths) -> Result<ObservedFunction, StateError> {
             let Some(map) = open_map(&path)? else {
                 continue;
             };
-            let entries = if read {
-                Some(map.read_all().map_err(|source| StateError::Map {
-                    path: path.clone(),
-                    source,
-                })?)
+            let err = |source| StateError::Map {
+                path: path.clone(),
+                source,
+            };
+            let shape = shape_of(map.info());
+            // A map-in-map's config is the map in its one slot.
+            let mim = map_type::is_map_in_map(shape.map_type);
+            let inner = if mim {
+                map.inner(0).map_err(err)?
             } else {
                 None
+            };
+            let entries = match (read, &inner) {
+                (false, _) => None,
+                (true, Some(inner)) => Some(inner.read_all().map_err(err)?),
+                (true, None) if mim => None,
+                (true, None) => Some(map.read_all().map_err(err)?),
             };
             into.insert(
                 name,
                 ObservedMap {
-                    shape: shape_of(map.info()),
+                    shape,
+                    inner: inner.as_ref().map(|m| shape_of(m.info())),
                     entries,
                 },
             );
@@ -279,10 +290,18 @@ pub fn read_adopted_maps(
         }
         let path = FnPaths::new(layout.fn_dir(&key, &function)).state_map(&map);
         if let Some(bm) = open_map(&path)? {
-            m.entries = Some(
-                bm.read_all()
-                    .map_err(|source| StateError::Map { path, source })?,
-            );
+            let err = |source| StateError::Map {
+                path: path.clone(),
+                source,
+            };
+            let target = if map_type::is_map_in_map(m.shape.map_type) {
+                bm.inner(0).map_err(err)?
+            } else {
+                Some(bm)
+            };
+            if let Some(t) = target {
+                m.entries = Some(t.read_all().map_err(err)?);
+            }
         }
     }
     Ok(())

@@ -106,7 +106,10 @@ pub struct FnMeta {
 pub struct ObservedMap {
     /// Its shape.
     pub shape: MapShape,
-    /// Its entries (arrays: the non-zero ones), when read.
+    /// For a map-in-map: the shape of the inner map in slot 0, if any.
+    pub inner: Option<MapShape>,
+    /// Its entries (arrays: the non-zero ones; map-in-map: the inner map's),
+    /// when read.
     pub entries: Option<EntrySet>,
 }
 
