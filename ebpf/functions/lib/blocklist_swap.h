@@ -10,12 +10,19 @@
 /* The inner maps: the same LPM tries as the plain blocklist. In config, a
  * list's entries are the inner map's (CIDR keys, value 1 = present); kfd
  * builds a new inner map and swaps it in when a change is large or marked
- * `update: swap`, and writes into the current one otherwise. */
+ * `update: swap`, and writes into the current one otherwise.
+ *
+ * Their key types are spelled out as anonymous structs (same layout as
+ * struct lpm_v4_key / lpm_v6_key): reached only through the outer map's
+ * pointers, a named struct would be left as a forward declaration in BTF,
+ * and the key could not be encoded (libbpf would refuse it too). */
+#define KF_LPM_V4_KEY struct { __u32 prefixlen; __be32 addr; }
+#define KF_LPM_V6_KEY struct { __u32 prefixlen; struct in6_addr addr; }
 struct deny_v4_list {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1 << 21);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct lpm_v4_key);
+	__type(key, KF_LPM_V4_KEY);
 	__type(value, __u8);
 };
 
@@ -23,7 +30,7 @@ struct deny_v6_list {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1 << 21);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct lpm_v6_key);
+	__type(key, KF_LPM_V6_KEY);
 	__type(value, __u8);
 };
 
@@ -31,7 +38,7 @@ struct allow_v4_list {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1 << 16);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct lpm_v4_key);
+	__type(key, KF_LPM_V4_KEY);
 	__type(value, __u8);
 };
 
@@ -39,7 +46,7 @@ struct allow_v6_list {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1 << 16);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct lpm_v6_key);
+	__type(key, KF_LPM_V6_KEY);
 	__type(value, __u8);
 };
 

@@ -143,7 +143,10 @@ pub fn execute(
                 elapsed: started.elapsed(),
                 map_write_time: Duration::ZERO,
                 error: Some(ApplyError::Blocked {
-                    message: blocked_message(&cp.key, b),
+                    message: with_functions(
+                        blocked_message(&cp.key, b),
+                        desired.chains.get(&cp.key),
+                    ),
                 }),
             });
             continue;
@@ -165,6 +168,19 @@ pub fn execute(
         });
     }
     report
+}
+
+/// A blocked chain's message, naming its functions and where they are defined.
+fn with_functions(message: String, chain: Option<&DesiredChain>) -> String {
+    let Some(chain) = chain.filter(|c| !c.functions.is_empty()) else {
+        return message;
+    };
+    let list: Vec<String> = chain
+        .functions
+        .iter()
+        .map(|f| format!("{} ({})", f.name, f.source))
+        .collect();
+    format!("{message} (functions: {})", list.join(", "))
 }
 
 /// A program instance built in this run, not yet live.

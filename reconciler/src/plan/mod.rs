@@ -516,12 +516,22 @@ fn plan_chain(
     out.actions.extend(commits);
 
     if flip {
+        // kfd's load records say which slot each instance was built for:
+        // when that layout already is the config, the live slots drifted.
+        let intended_is_desired = obs.functions.len() == slots.len()
+            && slots.iter().enumerate().all(|(pos, want)| {
+                obs.functions
+                    .get(&want.function)
+                    .and_then(|f| f.meta)
+                    .is_some_and(|m| {
+                        m.fn_id == want.fn_id
+                            && m.slot_idx == active_base + pos as u32
+                            && m.proceed_on == want.proceed_on
+                    })
+            });
         let change = if creating {
             SlotChange::Created
-        } else if obs.active.iter().any(|s| {
-            s.prog_id
-                .is_none_or(|id| obs.function_by_prog(id).is_none())
-        }) {
+        } else if intended_is_desired {
             SlotChange::Repair
         } else {
             SlotChange::Changed
@@ -778,7 +788,8 @@ fn map_actions(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) ->
             reason: format!(
                 "{} of {} changed{}",
                 group(changed),
-                group(total.max(entries.len())),
+                // Keys on either side: what changed is a fraction of this.
+                group(total + diff.delete_count()),
                 match m.update {
                     UpdateMode::Entries => " (update: entries)",
                     _ => "",

@@ -521,7 +521,7 @@ fn small_entry_change_is_entries_only() {
         panic!()
     };
     assert_eq!(*strategy, Strategy::Entries);
-    assert_eq!(reason, "3 of 4 changed");
+    assert_eq!(reason, "3 of 5 changed");
     assert_converges(&d, &o);
 }
 
