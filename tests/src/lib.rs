@@ -21,6 +21,8 @@ pub use reconciler;
 use reconciler::kernel::map::ByteMap;
 use reconciler::kernel::netns;
 
+include!(concat!(env!("OUT_DIR"), "/test_objects.rs"));
+
 /// Set to 1 to make skipped kernel tests fail.
 pub const REQUIRE_ENV: &str = "KFD_REQUIRE_KERNEL_TESTS";
 
@@ -161,9 +163,20 @@ impl Env {
     }
 
     fn setup_network(&self) {
+        sh(&["ip", "netns", "add", &self.ns_a]);
+        sh(&["ip", "netns", "add", &self.ns_b]);
+        self.create_link();
+    }
+
+    /// Deletes the veth pair (as an interface vanishing would).
+    pub fn delete_link(&self) {
+        sh(&["ip", "-n", &self.ns_b, "link", "del", &self.if_b]);
+    }
+
+    /// Creates the veth pair with its addresses, routes and neighbours
+    /// (again, after `delete_link`: same names, new ifindexes).
+    pub fn create_link(&self) {
         let (a, b, ia, ib) = (&self.ns_a, &self.ns_b, &self.if_a, &self.if_b);
-        sh(&["ip", "netns", "add", a]);
-        sh(&["ip", "netns", "add", b]);
         sh(&[
             "ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b,
         ]);
@@ -360,6 +373,19 @@ impl Env {
         Flow::start(self.ns_path(&self.ns_a), src.parse().expect("source"), pps)
     }
 
+    /// Writes a test-only object (from `tests/bpf/`) into the scratch dir and
+    /// returns its path, as a config's `object:` would name it.
+    pub fn test_object(&self, name: &str) -> PathBuf {
+        let bytes = TEST_OBJECTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| *b)
+            .unwrap_or_else(|| panic!("no test object {name}"));
+        let path = self.dir.join(format!("{name}.bpf.o"));
+        fs::write(&path, bytes).expect("write test object");
+        path
+    }
+
     /// Attaches a foreign XDP program to the receiver's interface with `ip`
     /// (as another tool would), from the bench baseline object.
     pub fn attach_foreign_xdp(&self) -> PathBuf {
@@ -473,12 +499,14 @@ impl Receiver {
                     let v4 = UdpSocket::bind(("0.0.0.0", PORT)).expect("bind v4");
                     let v6 = socket2_v6only();
                     for s in [&v4, &v6] {
-                        s.set_read_timeout(Some(Duration::from_millis(20)))
-                            .expect("timeout");
+                        s.set_nonblocking(true).expect("nonblocking");
+                        // A drop in our own socket must never look like kfd's.
+                        big_receive_buffer(s);
                     }
                     let _ = ready_tx.send(());
                     let mut buf = [0u8; 64];
                     while !stop.load(Ordering::Relaxed) {
+                        wait_readable(&[&v4, &v6], 20);
                         for s in [&v4, &v6] {
                             while let Ok((n, from)) = s.recv_from(&mut buf) {
                                 let seq = if n >= 8 {
@@ -539,6 +567,38 @@ impl Receiver {
     }
 }
 
+/// 16 MiB of receive buffer (SO_RCVBUFFORCE: root may exceed rmem_max).
+fn big_receive_buffer(s: &UdpSocket) {
+    use std::os::fd::AsRawFd as _;
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: setsockopt on a valid socket with a valid int.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
+/// Waits until one of the sockets is readable, or `ms` passed.
+fn wait_readable(socks: &[&UdpSocket], ms: i32) {
+    use std::os::fd::AsRawFd as _;
+    let mut fds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: fds is a valid array of pollfd for its length.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+}
+
 fn socket2_v6only() -> UdpSocket {
     // std binds [::] dual-stack by default; v4 is already taken by the v4
     // socket, so bind v6-only through libc.
@@ -580,6 +640,8 @@ impl Drop for Receiver {
 pub struct Flow {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    /// When each sequence number left the socket.
+    times: Arc<Mutex<Vec<Instant>>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -587,8 +649,9 @@ impl Flow {
     fn start(ns: PathBuf, src: IpAddr, pps: u32) -> Flow {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
+        let times = Arc::new(Mutex::new(Vec::new()));
         let handle = {
-            let (stop, sent) = (stop.clone(), sent.clone());
+            let (stop, sent, times) = (stop.clone(), sent.clone(), times.clone());
             std::thread::spawn(move || {
                 let _ = netns::run_in(Some(&ns), || {
                     let dst: IpAddr = if src.is_ipv6() {
@@ -607,6 +670,7 @@ impl Flow {
                                 .send_to(&seq.to_be_bytes(), SocketAddr::new(dst, PORT))
                                 .is_ok()
                             {
+                                times.lock().expect("lock").push(Instant::now());
                                 seq += 1;
                                 sent.store(seq, Ordering::Relaxed);
                             } else {
@@ -621,8 +685,18 @@ impl Flow {
         Flow {
             stop,
             sent,
+            times,
             handle: Some(handle),
         }
+    }
+
+    /// Stops the flow and returns the send time of every sequence number.
+    pub fn stop_with_times(mut self) -> Vec<Instant> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        std::mem::take(&mut *self.times.lock().expect("lock"))
     }
 
     /// Stops the flow and returns how many datagrams it sent (seq 0..n).

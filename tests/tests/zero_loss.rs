@@ -1,0 +1,187 @@
+//! The zero-loss proof: continuous sequence-numbered UDP through the chain
+//! while kfd performs 100 entry updates, 100 map swaps, 100 program swaps and
+//! 100 chain reorders.
+//!
+//! - Flow A is always allowed: every one of its packets must arrive.
+//! - Flow D is in a denied range and toggles an allow-list entry on and off.
+//!   A D packet sent while the allow entry is in force (after the apply that
+//!   added it returned, before the apply removing it started) must arrive; one
+//!   sent while it is not (after the removal returned, before the next add
+//!   started) must not. Packets sent while an apply runs may go either way.
+//!   Sends within `GUARD` of an apply's start are not judged: a packet reaches
+//!   XDP a little after `sendto()` returns.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use kfd_tests::{A4, Env};
+
+const D: &str = "203.0.113.7";
+const GUARD: Duration = Duration::from_millis(20);
+
+struct Layout {
+    /// Whether D's allow entry is in force.
+    allow_d: bool,
+    /// Lists land entry by entry (false) or by map swap (true).
+    swap_lists: bool,
+    /// Changes to force a program swap of the ratelimiter.
+    rl_generation: u64,
+    /// ratelimit before counter (false) or after (true).
+    reordered: bool,
+}
+
+fn config(env: &Env, l: &Layout) -> String {
+    let head = |name: &str, prio: u32, builtin: &str| {
+        format!(
+            "  - name: {name}\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: {prio}\n    program: {{builtin: {builtin}}}\n",
+            i = env.if_b,
+            n = env.ns_b
+        )
+    };
+    let update = if l.swap_lists { "swap" } else { "entries" };
+    let mut s = String::from("version: 1\nfunctions:\n");
+    s += &head("bl", 10, "blocklist-swap");
+    let _ = write!(
+        s,
+        "    maps:\n      deny_v4:\n        update: {update}\n        entries:\n          - {{key: 203.0.113.0/24, value: 1}}\n      allow_v4:\n        update: {update}\n        entries:{}\n",
+        if l.allow_d {
+            format!("\n          - {{key: {D}/32, value: 1}}")
+        } else {
+            " []".into()
+        }
+    );
+    let (rl_prio, ctr_prio) = if l.reordered { (30, 20) } else { (20, 30) };
+    s += &head("rl", rl_prio, "ratelimit");
+    let _ = write!(
+        s,
+        "    maps:\n      rl_config:\n        update: swap\n        entries:\n          - {{key: 0, value: {{rate_pps: {}, burst: 10000000}}}}\n",
+        1_000_000_000 - l.rl_generation
+    );
+    s += &head("ctr", ctr_prio, "counter");
+    s
+}
+
+/// One apply: when it started and returned, and D's allow state after it.
+struct Change {
+    start: Instant,
+    end: Instant,
+    allow_d: bool,
+}
+
+#[test]
+fn no_packet_is_lost_or_misjudged_across_400_changes() {
+    let Some(env) = Env::new("zero_loss") else {
+        return;
+    };
+    env.add_source(D);
+    let mut layout = Layout {
+        allow_d: true,
+        swap_lists: false,
+        rl_generation: 0,
+        reordered: false,
+    };
+    env.write("10.yaml", &config(&env, &layout));
+    let t = Instant::now();
+    env.apply();
+    let mut changes = vec![Change {
+        start: t,
+        end: Instant::now(),
+        allow_d: true,
+    }];
+    let rx = env.receiver();
+    let flow_a = env.flow(A4, 20_000);
+    let flow_d = env.flow(D, 5_000);
+    std::thread::sleep(Duration::from_millis(100));
+
+    let mut strategies = BTreeSet::new();
+    for kind in ["entries", "map swap", "program swap", "reorder"] {
+        for _ in 0..100 {
+            match kind {
+                "entries" => {
+                    layout.swap_lists = false;
+                    layout.allow_d = !layout.allow_d;
+                }
+                "map swap" => {
+                    layout.swap_lists = true;
+                    layout.allow_d = !layout.allow_d;
+                }
+                "program swap" => layout.rl_generation += 1,
+                _ => layout.reordered = !layout.reordered,
+            }
+            env.write("10.yaml", &config(&env, &layout));
+            let start = Instant::now();
+            let run = env.apply().json();
+            let end = Instant::now();
+            assert!(
+                run["chains"].as_array().is_some_and(|c| !c.is_empty()),
+                "{kind}: nothing was done: {run}"
+            );
+            strategies.insert(kind);
+            changes.push(Change {
+                start,
+                end,
+                allow_d: layout.allow_d,
+            });
+            // Let some packets through under each state.
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let sent_a = flow_a.stop();
+    let sent_d = flow_d.stop_with_times();
+    rx.wait_for(A4, sent_a as usize, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A: nothing lost.
+    let got_a: BTreeSet<u64> = rx.sequences(A4).into_iter().collect();
+    let lost: Vec<u64> = (0..sent_a).filter(|s| !got_a.contains(s)).collect();
+    assert!(
+        sent_a > 100_000,
+        "the flow ran at tens of thousands of pps: {sent_a}"
+    );
+    assert!(
+        lost.is_empty(),
+        "{} of {sent_a} packets of the always-allowed flow were lost: {:?}…",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+
+    // D: judged against the allow state in force when each packet was sent.
+    let got_d: BTreeSet<u64> = rx.sequences(D).into_iter().collect();
+    let (mut judged_pass, mut judged_drop) = (0, 0);
+    let mut wrong = Vec::new();
+    for (seq, sent) in sent_d.iter().enumerate() {
+        // The last change that returned before this send, and the next start.
+        let Some(i) = changes.iter().rposition(|c| c.end <= *sent) else {
+            continue;
+        };
+        let next_start = changes.get(i + 1).map(|c| c.start);
+        if next_start.is_some_and(|s| *sent + GUARD >= s) {
+            continue; // an apply was about to start or running
+        }
+        let arrived = got_d.contains(&(seq as u64));
+        if changes[i].allow_d {
+            judged_pass += 1;
+            if !arrived {
+                wrong.push(format!("seq {seq}: allowed, but dropped"));
+            }
+        } else {
+            judged_drop += 1;
+            if arrived {
+                wrong.push(format!("seq {seq}: denied, but passed"));
+            }
+        }
+    }
+    assert!(
+        judged_pass > 1000 && judged_drop > 1000,
+        "too few judged packets: {judged_pass} allowed, {judged_drop} denied"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} misjudged D packets: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    assert_eq!(strategies.len(), 4);
+}
