@@ -13,6 +13,8 @@ pub mod desired;
 pub mod entries;
 pub mod kernel;
 pub mod layout;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod reconcile;
