@@ -14,7 +14,7 @@ use reconciler::layout::Layout;
 use reconciler::model::Hook;
 use reconciler::plan::{self, PlanOptions};
 use reconciler::reconcile::{Gathered, Instance, Lock, default_state_dir};
-use reconciler::{kernel, state, status};
+use reconciler::{daemon, kernel, logging, state, status};
 
 /// kfd: declarative eBPF kernel-function chains from a config directory.
 #[derive(Debug, Parser)]
@@ -83,6 +83,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// The daemon: watch the config dir, debounce, reconcile, serve metrics. Runs until SIGTERM/SIGINT, which leave the data plane attached; SIGHUP forces a full pass.
+    Run(RunArgs),
     /// Detach and unpin everything kfd owns (or only the matching chains).
     Down {
         /// Only chains on this interface.
@@ -95,6 +97,38 @@ enum Command {
         #[arg(long)]
         netns: Option<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Where to serve Prometheus metrics (`off` to serve none).
+    #[arg(long, env = "KFD_METRICS_ADDRESS", default_value = "127.0.0.1:9548")]
+    metrics_address: String,
+    /// Quiet window: a pass runs once config events stop for this long (e.g. 200ms). Every change waits for it.
+    #[arg(long, env = "KFD_DEBOUNCE", default_value = "200ms", value_parser = daemon::parse_duration)]
+    debounce: Duration,
+    /// A pass runs at the latest this long after the first event of a burst, even if writes go on.
+    #[arg(long, env = "KFD_DEBOUNCE_MAX", default_value = "5s", value_parser = daemon::parse_duration)]
+    debounce_max: Duration,
+    /// A full pass runs after this long without one, repairing drift (0: never).
+    #[arg(long, env = "KFD_RESYNC_INTERVAL", default_value = "60s", value_parser = daemon::parse_duration)]
+    resync_interval: Duration,
+    /// With `update: auto`, swap when more than this fraction of a map's entries change.
+    #[arg(long, env = "KFD_SWAP_THRESHOLD", default_value_t = PlanOptions::default().swap_threshold)]
+    swap_threshold: f64,
+    /// Where logs go: journald when stderr is the journal (under systemd), else stderr.
+    #[arg(long, env = "KFD_LOG_TARGET", value_enum, default_value = "auto")]
+    log_target: LogTarget,
+    /// Least severe level logged.
+    #[arg(long, env = "KFD_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogTarget {
+    Auto,
+    Journald,
+    Stderr,
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -137,6 +171,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             swap_threshold,
         } => apply_cmd(&instance(&cli, *swap_threshold), *output),
         Command::Status { output } => status_cmd(&instance(&cli, 0.5), *output),
+        Command::Run(args) => run_cmd(&instance(&cli, args.swap_threshold), args),
         Command::Down {
             interface,
             hook,
@@ -463,4 +498,35 @@ fn down(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn run_cmd(inst: &Instance, args: &RunArgs) -> Result<ExitCode> {
+    let level: tracing::Level = args
+        .log_level
+        .parse()
+        .with_context(|| format!("log level {:?}", args.log_level))?;
+    let target = match args.log_target {
+        LogTarget::Auto => logging::Target::Auto,
+        LogTarget::Journald => logging::Target::Journald,
+        LogTarget::Stderr => logging::Target::Stderr,
+    };
+    let (_, fallback) = logging::init(target, level)?;
+    if let Some(why) = fallback {
+        tracing::warn!("{why}; logging to stderr");
+    }
+    let metrics_address = match args.metrics_address.as_str() {
+        "" | "off" | "none" => None,
+        a => Some(
+            a.parse()
+                .with_context(|| format!("--metrics-address {a:?}: expected IP:PORT or off"))?,
+        ),
+    };
+    let opts = daemon::Options {
+        debounce: args.debounce,
+        debounce_max: args.debounce_max,
+        resync: (!args.resync_interval.is_zero()).then_some(args.resync_interval),
+        metrics_address,
+    };
+    daemon::run(inst.clone(), opts).context("kfd run")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod btf;
 pub mod builtin;
 pub mod config;
+pub mod daemon;
 pub mod desired;
 pub mod entries;
 pub mod kernel;
