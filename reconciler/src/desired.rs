@@ -86,6 +86,22 @@ pub struct ProgramImage {
     pub chain_maps: BTreeMap<String, MapShape>,
 }
 
+#[cfg(test)]
+impl ProgramImage {
+    /// A copy (the image is shared behind an `Arc` elsewhere).
+    pub fn clone_for_test(other: &ProgramImage) -> ProgramImage {
+        ProgramImage {
+            origin: other.origin.clone(),
+            symbol: other.symbol.clone(),
+            bytes: other.bytes.clone(),
+            digest: other.digest,
+            uses_abi: other.uses_abi,
+            maps: other.maps.clone(),
+            chain_maps: other.chain_maps.clone(),
+        }
+    }
+}
+
 /// Renders encoded keys and values for humans (plan and status output).
 pub trait EntryFormat: Send + Sync + fmt::Debug {
     /// A key as config would write it.

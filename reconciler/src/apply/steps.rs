@@ -31,6 +31,7 @@ impl<'a> ChainRun<'a> {
                 proceed_on,
                 fresh_maps,
                 reason,
+                reset_state,
                 ..
             } => {
                 let f = self.function(function)?;
@@ -40,6 +41,7 @@ impl<'a> ChainRun<'a> {
                     proceed_on: *proceed_on,
                     fresh_maps: *fresh_maps,
                     new_function: matches!(reason, crate::plan::LoadReason::New),
+                    reset_state: reset_state.clone(),
                 };
                 self.load_function(f, &instance)
                     .map_err(|e| ApplyError::Function {
@@ -200,6 +202,8 @@ impl<'a> ChainRun<'a> {
                     .find(|p| p.exists())
             } else if config {
                 None
+            } else if inst.reset_state.contains(name) {
+                None // the new code's state starts over
             } else {
                 Some(live.state_map(name)).filter(|p| p.exists())
             };
@@ -551,6 +555,7 @@ struct Instance {
     proceed_on: u32,
     fresh_maps: bool,
     new_function: bool,
+    reset_state: Vec<String>,
 }
 
 fn prog_kind(hook: Hook) -> ProgKind {

@@ -208,6 +208,10 @@ pub enum Action {
         reason: LoadReason,
         /// Entries per fresh config map, for output.
         fills: Vec<(String, usize)>,
+        /// State maps the new code cannot share (another type or size):
+        /// they start empty. Only for code changes; otherwise an
+        /// incompatible pin is an error.
+        reset_state: Vec<String>,
     },
     /// Commit: move a map from state/ to maps/: kfd starts writing it.
     ManageMap {
@@ -509,6 +513,10 @@ fn plan_chain(
             } else {
                 Vec::new()
             },
+            reset_state: match (&reason, obs.functions.get(&f.name)) {
+                (LoadReason::CodeChanged, Some(o)) => incompatible_state(f, o),
+                _ => Vec::new(),
+            },
             reason,
         });
         loads.insert(&f.name);
@@ -667,6 +675,17 @@ fn needs_load(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) -> 
         }
     }
     None
+}
+
+/// State maps pinned for `o` that `f`'s object defines differently.
+fn incompatible_state(f: &DesiredFunction, o: &ObservedFunction) -> Vec<String> {
+    f.program
+        .maps
+        .iter()
+        .filter(|(name, _)| !f.maps.contains_key(*name))
+        .filter(|(name, shape)| o.state.get(*name).is_some_and(|m| m.shape != **shape))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// Below this many entries a swap never pays for itself.

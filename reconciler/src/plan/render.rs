@@ -121,8 +121,19 @@ fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
                 fn_id,
                 reason,
                 fills,
+                reset_state,
                 ..
             } => {
+                if !reset_state.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  ! {function}: the new code defines state map{} {} differently: {} start{} empty",
+                        if reset_state.len() == 1 { "" } else { "s" },
+                        reset_state.join(", "),
+                        if reset_state.len() == 1 { "it" } else { "they" },
+                        if reset_state.len() == 1 { "s" } else { "" }
+                    );
+                }
                 let fills: Vec<String> = fills
                     .iter()
                     .map(|(m, n)| {

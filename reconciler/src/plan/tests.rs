@@ -1028,3 +1028,54 @@ fn the_global_threshold_applies_to_program_swaps_too() {
     );
     assert_eq!(names(&lax), ["entries bl.deny_v4 +100 ~0 -100"]);
 }
+
+#[test]
+fn new_code_that_redefines_a_state_map_starts_it_empty_but_a_tampered_pin_is_an_error() {
+    let o = applied(&desired(vec![func("bl", 10, &[])]));
+    let bigger = MapShape {
+        max_entries: 1 << 17,
+        ..STATE
+    };
+    let mut new_code = func("bl", 10, &[]);
+    let mut image = ProgramImage::clone_for_test(&new_code.program);
+    image.digest = digest(7);
+    image.maps.insert("buckets".into(), bigger);
+    new_code.program = Arc::new(image);
+    let p = run(&desired(vec![new_code.clone()]), &o);
+    let Action::LoadFunction {
+        reason,
+        reset_state,
+        ..
+    } = &p.chains[0].actions[0]
+    else {
+        panic!()
+    };
+    assert_eq!(*reason, LoadReason::CodeChanged);
+    assert_eq!(reset_state, &["buckets".to_owned()]);
+    assert_converges(&desired(vec![new_code]), &o);
+    // Same code, pinned map of another shape: repair, which apply refuses
+    // (the pin was tampered with; kfd does not throw state away on its own).
+    let mut tampered = o.clone();
+    tampered
+        .chains
+        .get_mut(&key("eth0"))
+        .unwrap()
+        .functions
+        .get_mut("bl")
+        .unwrap()
+        .state
+        .get_mut("buckets")
+        .unwrap()
+        .shape = bigger;
+    let p = run(&desired(vec![func("bl", 10, &[])]), &tampered);
+    let Action::LoadFunction {
+        reason,
+        reset_state,
+        ..
+    } = &p.chains[0].actions[0]
+    else {
+        panic!()
+    };
+    assert!(matches!(reason, LoadReason::Repair { .. }), "{reason:?}");
+    assert!(reset_state.is_empty());
+}
