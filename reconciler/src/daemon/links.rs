@@ -126,9 +126,21 @@ impl LinkWatch {
             let Some(ns_id) = ns_identity(&path) else {
                 continue; // not there (yet): the netns dir watch says when it is
             };
-            match subscribe(ns.as_deref()) {
-                Ok(fd) => {
-                    let known = Arc::new(Mutex::new(ifaces.clone()));
+            let names: Vec<&str> = ifaces.keys().map(String::as_str).collect();
+            match subscribe(ns.as_deref(), &names) {
+                Ok((fd, now)) => {
+                    // Changes between the pass's look and the subscription
+                    // would otherwise go unseen until the next pass.
+                    let mut known = ifaces.clone();
+                    for change in relevant(&mut known, &now) {
+                        if let Change::Link { interface, .. } = change {
+                            let _ = self.tx.send(Change::Link {
+                                netns: ns.clone(),
+                                interface,
+                            });
+                        }
+                    }
+                    let known = Arc::new(Mutex::new(known));
                     let task =
                         tokio::spawn(read_events(fd, ns.clone(), known.clone(), self.tx.clone()));
                     self.subs.insert(ns.clone(), Sub { ns_id, known, task });
@@ -147,8 +159,13 @@ impl LinkWatch {
     }
 }
 
-/// A non-blocking NETLINK_ROUTE socket in `netns`, joined to RTNLGRP_LINK.
-fn subscribe(netns: Option<&str>) -> Result<AsyncFd<OwnedFd>, LinkWatchError> {
+/// A non-blocking NETLINK_ROUTE socket in `netns`, joined to RTNLGRP_LINK,
+/// and the interfaces among `names` that exist once it listens (as link
+/// events, so they compare with what a pass saw).
+fn subscribe(
+    netns: Option<&str>,
+    names: &[&str],
+) -> Result<(AsyncFd<OwnedFd>, Vec<LinkEvent>), LinkWatchError> {
     let shown = netns.unwrap_or("host").to_owned();
     let path = netns.map(netns::netns_path);
     let fd = netns::run_in(path.as_deref(), || {
@@ -185,17 +202,29 @@ fn subscribe(netns: Option<&str>) -> Result<AsyncFd<OwnedFd>, LinkWatchError> {
         if rc != 0 {
             return Err(err("bind"));
         }
-        Ok(fd)
+        let present = names
+            .iter()
+            .filter_map(|n| {
+                netns::ifindex(n).map(|ifindex| LinkEvent {
+                    new: true,
+                    ifindex,
+                    name: Some((*n).to_owned()),
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok((fd, present))
     })??;
+    let present = fd.1;
     // SAFETY: the AsyncFd owns the OwnedFd, which stays open (and the same
     // descriptor) until the AsyncFd is dropped.
-    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| {
+    let fd = unsafe { AsyncFd::register_with_interest(fd.0, Interest::READABLE) }.map_err(|e| {
         LinkWatchError::Socket {
             netns: netns.unwrap_or("host").to_owned(),
             op: "register",
             source: e.into_parts().1,
         }
-    })
+    })?;
+    Ok((fd, present))
 }
 
 async fn read_events(

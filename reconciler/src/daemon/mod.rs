@@ -343,16 +343,9 @@ impl Daemon {
             }
         };
         self.reported = outcome.reported;
-        if let Some(wanted) = &outcome.links {
-            for e in self.links.update(wanted) {
-                warn!(error = %e, "link notifications unavailable; the resync will catch interface changes");
-            }
-            self.netns_files = wanted
-                .keys()
-                .flatten()
-                .map(|ns| netns_path(ns).display().to_string())
-                .collect();
-        }
+        // Namespace dirs first, then links: a namespace created after the
+        // dir is watched is an event, one created before is found by
+        // `update` (which checks the interfaces once it listens).
         let netns_dirs = outcome.netns_dirs.clone().unwrap_or_default();
         let (rewatched, errors) = self.dirs.ensure(&netns_dirs);
         for e in errors {
@@ -362,6 +355,16 @@ impl Daemon {
             // Writes between losing the old watch and this one went unseen.
             self.debouncer
                 .push(Change::Rescan("the config dir is watched again"));
+        }
+        if let Some(wanted) = &outcome.links {
+            for e in self.links.update(wanted) {
+                warn!(error = %e, "link notifications unavailable; the resync will catch interface changes");
+            }
+            self.netns_files = wanted
+                .keys()
+                .flatten()
+                .map(|ns| netns_path(ns).display().to_string())
+                .collect();
         }
         let now = Instant::now();
         if outcome.retry {
