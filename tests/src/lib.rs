@@ -717,3 +717,228 @@ impl Drop for Flow {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// `kfd run`: the daemon as a child of a test.
+// ---------------------------------------------------------------------------
+
+static DAEMONS: AtomicU32 = AtomicU32::new(0);
+
+/// Polls `f` every 10 ms until it holds or `timeout` passed; returns whether it held.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running `kfd run` with this world's dirs; stopped (SIGTERM, then
+/// SIGKILL) on drop. Its stdout and stderr go to a log file in the scratch dir.
+pub struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Env {
+    /// Starts `kfd run` (metrics on a free loopback port, logs to stderr,
+    /// a 100 ms quiet window unless `args` say otherwise) and waits for its
+    /// first pass.
+    pub fn daemon(&self, args: &[&str]) -> Daemon {
+        self.daemon_with_env(args, &[])
+    }
+
+    /// [`Env::daemon`] with extra environment variables.
+    pub fn daemon_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Daemon {
+        let n = DAEMONS.fetch_add(1, Ordering::SeqCst);
+        let log = self.dir.join(format!("kfd-run-{n}.log"));
+        let out = fs::File::create(&log).expect("daemon log");
+        let err = out.try_clone().expect("daemon log");
+        let mut cmd = Command::new(kfd_bin());
+        cmd.arg("--config-dir")
+            .arg(self.conf())
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("run");
+        for (flag, default) in [
+            ("--metrics-address", "127.0.0.1:0"),
+            ("--log-target", "stderr"),
+            ("--debounce", "100ms"),
+        ] {
+            if !args.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
+        cmd.args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let d = Daemon {
+            child: cmd.spawn().expect("starting kfd run"),
+            log,
+        };
+        d.expect_log(0, "reconcile #1 ");
+        d
+    }
+
+    /// The entries of a blocklist function's `deny_v4` map as CIDRs, or
+    /// None when the function (or its map) is not pinned.
+    pub fn deny_v4(&self, function: &str) -> Option<std::collections::BTreeSet<String>> {
+        let p = self
+            .chain_dir()
+            .join("fn")
+            .join(function)
+            .join("maps")
+            .join("deny_v4");
+        let map = ByteMap::from_pin(&p).ok()?;
+        let set = map.read_all().ok()?;
+        Some(
+            set.iter()
+                .map(|(k, _)| {
+                    let len = u32::from_ne_bytes(k[..4].try_into().expect("prefixlen"));
+                    format!("{}.{}.{}.{}/{len}", k[4], k[5], k[6], k[7])
+                })
+                .collect(),
+        )
+    }
+
+    /// A config with one blocklist function `name` on the receiver, denying `deny`.
+    pub fn blocklist_config(&self, name: &str, deny: &[&str]) -> String {
+        let mut s = format!(
+            "version: 1\nchains:\n  - {{interface: {ifb}, netns: {ns}, hook: xdp, xdp_mode: generic}}\nfunctions:\n  - name: {name}\n    interface: {ifb}\n    netns: {ns}\n    hook: xdp\n    program: {{builtin: blocklist}}\n    maps:\n      deny_v4:\n        entries:",
+            ifb = self.if_b,
+            ns = self.ns_b
+        );
+        if deny.is_empty() {
+            s.push_str(" []");
+        }
+        for d in deny {
+            s.push_str(&format!("\n          - {{key: \"{d}\", value: 1}}"));
+        }
+        s.push('\n');
+        s
+    }
+}
+
+impl Daemon {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log's length now: pass it to [`Daemon::wait_log`] to look only
+    /// at what is logged after this point.
+    pub fn mark(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Waits (up to 20 s) for `needle` in the log after byte `from`.
+    pub fn wait_log(&self, from: usize, needle: &str) -> bool {
+        wait_until(Duration::from_secs(20), || {
+            self.log().get(from..).is_some_and(|l| l.contains(needle))
+        })
+    }
+
+    /// [`Daemon::wait_log`], panicking with the log if it never came.
+    pub fn expect_log(&self, from: usize, needle: &str) {
+        assert!(
+            self.wait_log(from, needle),
+            "{needle:?} not logged by kfd run; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits for the next pass that starts after `from` and ends, returning its summary line.
+    pub fn next_pass(&self, from: usize) -> String {
+        self.expect_log(from, "reconcile #");
+        let log = self.log();
+        let tail = &log[from..];
+        let start = tail.find("reconcile #").unwrap_or(0);
+        tail[start..].lines().next().unwrap_or_default().to_owned()
+    }
+
+    /// The metrics address, as logged at startup.
+    pub fn metrics_address(&self) -> String {
+        let log = self.log();
+        let start = log
+            .find("serving metrics on http://")
+            .map(|i| i + "serving metrics on http://".len())
+            .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"));
+        log[start..].split('/').next().expect("address").to_owned()
+    }
+
+    /// GET /metrics.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read as _, Write as _};
+        let mut s =
+            std::net::TcpStream::connect(self.metrics_address()).expect("connect to metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: kfd\r\n\r\n")
+            .expect("request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("response");
+        let (head, body) = out.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    }
+
+    /// The value of one series (`name{labels}` exactly as exposed), if present.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.scrape()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Sends `sig` (SIGTERM, SIGINT) and waits for the exit; returns the exit code.
+    pub fn stop(&mut self, sig: i32) -> Option<i32> {
+        self.signal(sig);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.code(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => panic!("kfd run did not exit on signal {sig}:\n{}", self.log()),
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let exited = wait_until(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

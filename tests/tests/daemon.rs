@@ -1,0 +1,454 @@
+//! `kfd run` end to end: the real binary as a daemon against a test-made
+//! namespace pair. Signals, systemd notifications, drift repair, link and
+//! namespace events, retries, metrics, and a `kfd apply` run beside it.
+
+use std::collections::BTreeSet;
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::Duration;
+
+use kfd_tests::{A4, Env, REQUIRE_ENV, sh, wait_until};
+
+macro_rules! env {
+    () => {
+        match Env::new(module_path!()) {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+const DENIED: &str = "203.0.113.7";
+const FN: &str = "edge";
+
+fn set(items: &[&str]) -> Option<BTreeSet<String>> {
+    Some(items.iter().map(|s| s.to_string()).collect())
+}
+
+/// The key of `a.b.c.d/len` in an LPM deny map.
+fn lpm_key(cidr: &str) -> Vec<u8> {
+    let (addr, len) = cidr.split_once('/').expect("cidr");
+    let addr: std::net::Ipv4Addr = addr.parse().expect("address");
+    let len: u32 = len.parse().expect("prefix length");
+    [&len.to_ne_bytes()[..], &addr.octets()].concat()
+}
+
+fn chain_attached(env: &Env, interface: &str) -> bool {
+    env.status()["chains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["interface"] == interface && c["attached"] == true)
+}
+
+/// Datagrams from `src` that got through, after sending `n`.
+fn delivered(env: &Env, src: &str, n: u32) -> usize {
+    let rx = env.receiver();
+    assert_eq!(env.send(src, n), n);
+    // Whatever passes arrives within this; drops never arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    rx.count(src)
+}
+
+#[test]
+fn ready_follows_the_first_convergence_and_reload_and_stop_are_announced() {
+    let env = env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    let sock_path = env.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a notification from kfd run");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let d = env.daemon_with_env(
+        &["--resync-interval", "0"],
+        &[("NOTIFY_SOCKET", sock_path.to_str().expect("utf8"))],
+    );
+    let ready = recv();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=converged: 1 chain; reconcile #1 (startup)"),
+        "{ready:?}"
+    );
+    // READY came after the pass: the kernel already has the config.
+    assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]));
+
+    d.signal(libc::SIGHUP);
+    let reloading = recv();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    let ready = recv();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=converged: 1 chain; reconcile #2 (SIGHUP)"),
+        "{ready:?}"
+    );
+
+    // A plain change only updates the status.
+    let mark = d.mark();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["198.51.100.0/24"]),
+    );
+    d.expect_log(mark, "reconcile #3 (file change: 10-edge.yaml)");
+    let status = recv();
+    assert!(
+        status.starts_with("STATUS=converged: 1 chain; reconcile #3 (file change: 10-edge.yaml)"),
+        "{status:?}"
+    );
+    let mut d = d;
+    assert_eq!(d.stop(libc::SIGTERM), Some(0));
+    assert_eq!(recv(), "STOPPING=1\n");
+}
+
+#[test]
+fn sighup_repairs_drift_at_once() {
+    let env = env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24", "192.0.2.0/24"]),
+    );
+    let d = env.daemon(&["--resync-interval", "0"]);
+    // An operator deletes an entry by hand.
+    let deny = env.map(FN, "maps", "deny_v4");
+    assert!(deny.delete(&lpm_key("192.0.2.0/24")).expect("delete"));
+    assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]));
+    let mark = d.mark();
+    d.signal(libc::SIGHUP);
+    let pass = d.next_pass(mark);
+    assert!(
+        pass.contains("(SIGHUP): converged 1 chain (1 action, 1 entry written)"),
+        "{pass}"
+    );
+    assert_eq!(env.deny_v4(FN), set(&["192.0.2.0/24", "203.0.113.0/24"]));
+}
+
+#[test]
+fn the_periodic_resync_repairs_drift() {
+    let env = env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    let d = env.daemon(&["--resync-interval", "1s"]);
+    let mark = d.mark();
+    let deny = env.map(FN, "maps", "deny_v4");
+    assert!(deny.delete(&lpm_key("203.0.113.0/24")).expect("delete"));
+    deny.update(&lpm_key("198.18.0.0/15"), &[1])
+        .expect("insert by hand");
+    d.expect_log(mark, "(resync): converged 1 chain");
+    assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]));
+}
+
+#[test]
+fn sigterm_and_sigint_leave_the_data_plane_attached_and_a_restart_adopts_it() {
+    let env = env!();
+    env.add_source(DENIED);
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut d = env.daemon(&[]);
+        assert_eq!(d.stop(sig), Some(0), "exit code after signal {sig}");
+        assert!(
+            d.log().contains("exiting; the data plane stays attached"),
+            "{}",
+            d.log()
+        );
+        assert!(chain_attached(&env, &env.if_b), "chain detached by exit");
+        assert_eq!(delivered(&env, DENIED, 10), 0, "deny lifted by exit");
+        assert_eq!(delivered(&env, A4, 10), 10);
+    }
+    // A new daemon adopts what is pinned: nothing to do.
+    let d = env.daemon(&[]);
+    assert!(
+        d.log().contains("reconcile #1 (startup): in sync"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_recreated_interface_is_attached_again_by_link_events() {
+    let env = env!();
+    env.add_source(DENIED);
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    // No resync: only link events can bring the chain back.
+    let d = env.daemon(&["--resync-interval", "0"]);
+    let mark = d.mark();
+    env.delete_link();
+    d.expect_log(mark, "the interface does not exist");
+    let mark = d.mark();
+    env.create_link();
+    env.add_source(DENIED);
+    d.expect_log(mark, "(link event: ");
+    assert!(
+        wait_until(Duration::from_secs(20), || chain_attached(&env, &env.if_b)),
+        "not attached again:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        env.xdp_prog_ids().len(),
+        1,
+        "root attached to the new interface"
+    );
+    assert_eq!(delivered(&env, DENIED, 10), 0, "the new interface filters");
+    assert_eq!(delivered(&env, A4, 10), 10);
+}
+
+#[test]
+fn an_interface_that_appears_later_is_attached() {
+    let env = env!();
+    let late = format!("{}l", env.if_b);
+    let peer = format!("{}m", env.if_a);
+    env.write(
+        "10-late.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]).replace(
+            &format!("interface: {}", env.if_b),
+            &format!("interface: {late}"),
+        ),
+    );
+    let d = env.daemon(&["--resync-interval", "0"]);
+    assert!(
+        d.log().contains("1 chain waiting for its interface"),
+        "{}",
+        d.log()
+    );
+    let mark = d.mark();
+    sh(&[
+        "ip", "link", "add", &late, "netns", &env.ns_b, "type", "veth", "peer", "name", &peer,
+        "netns", &env.ns_a,
+    ]);
+    d.expect_log(mark, &format!("(link event: {late} (netns {})", env.ns_b));
+    assert!(
+        wait_until(Duration::from_secs(20), || chain_attached(&env, &late)),
+        "{}",
+        d.log()
+    );
+}
+
+/// Deletes a namespace on drop.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+#[test]
+fn a_namespace_that_appears_later_is_used_and_a_deleted_one_is_let_go() {
+    let env = env!();
+    let ns = Netns(format!("{}-c", env.ns_b));
+    let ifc = format!("{}c", env.if_b);
+    env.write(
+        "10-late.yaml",
+        &format!(
+            "version: 1\nfunctions:\n  - {{name: {FN}, interface: {ifc}, netns: {}, hook: xdp, program: {{builtin: counter}}}}\n",
+            ns.0
+        ),
+    );
+    let d = env.daemon(&["--resync-interval", "0"]);
+    assert!(d.log().contains("waiting for its interface"), "{}", d.log());
+    let mark = d.mark();
+    sh(&["ip", "netns", "add", &ns.0]);
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &ifc,
+        "netns",
+        &ns.0,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{}d", env.if_a),
+        "netns",
+        &env.ns_a,
+    ]);
+    d.expect_log(mark, "converged 1 chain");
+    assert!(
+        wait_until(Duration::from_secs(20), || chain_attached(&env, &ifc)),
+        "{}",
+        d.log()
+    );
+    // Deleting the namespace must free it (kfd's netlink socket in it would
+    // keep it alive): its veth peer in ns_a goes with it.
+    let mark = d.mark();
+    sh(&["ip", "netns", "del", &ns.0]);
+    d.expect_log(mark, "netns change");
+    let peer_gone = wait_until(Duration::from_secs(20), || {
+        !Command::new("ip")
+            .args(["-n", &env.ns_a, "link", "show", &format!("{}d", env.if_a)])
+            .output()
+            .expect("ip")
+            .status
+            .success()
+    });
+    assert!(peer_gone, "the deleted namespace is still alive");
+}
+
+#[test]
+fn failures_back_off_and_are_retried_until_they_clear() {
+    let env = env!();
+    env.attach_foreign_xdp();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    let d = env.daemon(&["--resync-interval", "0"]);
+    assert!(d.log().contains("kfd does not own"), "{}", d.log());
+    d.expect_log(0, "retrying in 100ms");
+    d.expect_log(0, "retrying in 200ms");
+    d.expect_log(0, "reconcile #3 (retry #2)");
+    // The foreign program goes away; no file changes, no resync: the retry converges.
+    sh(&[
+        "ip",
+        "-n",
+        &env.ns_b,
+        "link",
+        "set",
+        "dev",
+        &env.if_b,
+        "xdpgeneric",
+        "off",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(30), || chain_attached(&env, &env.if_b)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]));
+}
+
+#[test]
+fn a_kfd_apply_beside_the_daemon_waits_and_both_converge() {
+    let env = env!();
+    env.write("10-edge.yaml", &env.blocklist_config(FN, &["10.0.0.0/8"]));
+    let d = env.daemon(&["--debounce", "1ms"]);
+    let mut last = Vec::new();
+    for i in 0..15u8 {
+        last = vec![format!("10.{i}.0.0/16"), format!("192.0.2.{i}/32")];
+        let refs: Vec<&str> = last.iter().map(String::as_str).collect();
+        env.write("10-edge.yaml", &env.blocklist_config(FN, &refs));
+        let r = env.kfd(&["apply"]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let want: BTreeSet<String> = last.into_iter().collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || env.deny_v4(FN)
+            == Some(want.clone())),
+        "{:?}\n{}",
+        env.deny_v4(FN),
+        d.log()
+    );
+    let plan = env.kfd(&["plan"]);
+    assert_eq!(plan.code, 0, "not in sync: {plan:?}");
+    assert!(!d.log().contains("ERROR"), "{}", d.log());
+}
+
+#[test]
+fn metrics_count_packets_and_maps_and_pass_promtool() {
+    let env = env!();
+    env.add_source(DENIED);
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    let d = env.daemon(&[]);
+    assert_eq!(delivered(&env, DENIED, 20), 0);
+    let labels = format!(
+        "netns=\"{}\",interface=\"{}\",hook=\"xdp\",function=\"{FN}\"",
+        env.ns_b, env.if_b
+    );
+    let drops = format!("kfd_function_packets_total{{{labels},verdict=\"drop\"}}");
+    assert!(
+        wait_until(Duration::from_secs(10), || d.metric(&drops) == Some(20.0)),
+        "{}",
+        d.scrape()
+    );
+    let deny = env.map(FN, "maps", "deny_v4");
+    let map = format!("{labels},map=\"deny_v4\",role=\"config\"");
+    assert_eq!(d.metric(&format!("kfd_map_entries{{{map}}}")), Some(1.0));
+    assert_eq!(
+        d.metric(&format!("kfd_map_max_entries{{{map}}}")),
+        Some(f64::from(deny.info().max_entries))
+    );
+    assert_eq!(
+        d.metric("kfd_reconciles_total{result=\"success\",reason=\"startup\"}"),
+        Some(1.0)
+    );
+    assert_eq!(d.metric("kfd_config_files{state=\"valid\"}"), Some(1.0));
+    assert!(
+        d.metric("kfd_last_successful_reconcile_timestamp_seconds")
+            .is_some_and(|t| t > 1.6e9)
+    );
+    let text = d.scrape();
+    for family in [
+        "kfd_actions_total{action=\"attach\",strategy=\"attach\"} 1",
+        "kfd_reconcile_duration_seconds_bucket{result=\"success\",le=\"+Inf\"} 1",
+        "kfd_chain_attached{",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+
+    // promtool's own check: no lint findings.
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            !std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1"),
+            "promtool (Debian package prometheus) is required with {REQUIRE_ENV}=1"
+        );
+        eprintln!("promtool not installed: not checked");
+        return;
+    };
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn journald_is_used_when_asked_and_stderr_when_it_cannot_be_reached() {
+    let env = env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        eprintln!("journald runs here: the fallback is not exercised");
+        return;
+    }
+    let d = env.daemon(&["--log-target", "journald"]);
+    assert!(
+        d.log().contains("journald is not reachable") && d.log().contains("logging to stderr"),
+        "{}",
+        d.log()
+    );
+}
