@@ -8,4 +8,10 @@ int kf_pass(struct xdp_md *ctx)
 	return kf_next(ctx, XDP_PASS);
 }
 
+SEC("classifier")
+int kf_pass_tc(struct __sk_buff *skb)
+{
+	return kf_next(skb, TC_ACT_UNSPEC);
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

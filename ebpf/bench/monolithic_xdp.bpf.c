@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* Benchmark baseline: the example chain's work (blocklist, ratelimit,
- * counter) in one program, with no chaining. Same maps and code as the KFs. */
+/* Benchmark baselines: the example chain's work (blocklist, ratelimit,
+ * counter) in one program, with no chaining, for XDP and for TC. Same maps
+ * and code as the KFs. */
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "../functions/lib/blocklist.h"
 #include "../functions/lib/ratelimit.h"
@@ -19,6 +21,20 @@ int monolithic_xdp(struct xdp_md *ctx)
 		return XDP_DROP;
 	counter_count(&pkt);
 	return XDP_PASS;
+}
+
+SEC("classifier")
+int monolithic_tc(struct __sk_buff *skb)
+{
+	struct kf_pkt pkt;
+	if (kf_parse((void *)(long)skb->data, (void *)(long)skb->data_end, &pkt) != 0)
+		return TC_ACT_UNSPEC;
+	if (blocklist_denies(&pkt))
+		return TC_ACT_SHOT;
+	if (ratelimit_exceeded(&pkt))
+		return TC_ACT_SHOT;
+	counter_count(&pkt);
+	return TC_ACT_UNSPEC;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -40,7 +40,13 @@ mod tests {
     fn bundled_functions_are_embedded() {
         assert_eq!(
             function_names(),
-            ["blocklist", "blocklist-swap", "counter", "ratelimit"]
+            [
+                "blocklist",
+                "blocklist-swap",
+                "counter",
+                "mark",
+                "ratelimit"
+            ]
         );
         let root = object(ObjectKind::Root, "xdp_root").expect("xdp root embedded");
         assert_eq!(&root[..4], b"\x7fELF");
@@ -82,9 +88,11 @@ pub fn root(hook: crate::model::Hook) -> Result<&'static RootImage, RootError> {
     use crate::model::Hook;
     use std::sync::OnceLock;
     static XDP: OnceLock<RootImage> = OnceLock::new();
+    static TC: OnceLock<RootImage> = OnceLock::new();
+    // One TC root serves ingress and egress: the attach type decides.
     let (cell, name, symbol) = match hook {
         Hook::Xdp => (&XDP, "xdp_root", "kf_root_xdp"),
-        Hook::TcIngress | Hook::TcEgress => return Err(RootError::Unsupported { hook }),
+        Hook::TcIngress | Hook::TcEgress => (&TC, "tc_root", "kf_root_tc"),
     };
     if let Some(img) = cell.get() {
         return Ok(img);

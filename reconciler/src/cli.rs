@@ -477,7 +477,7 @@ fn down(
         {
             continue;
         }
-        match reconciler::apply::destroy_chain(&inst.layout, key) {
+        match reconciler::apply::destroy_chain(&inst.layout, key, observed.chains.get(key)) {
             Ok(()) => {
                 println!("removed {key}");
                 removed += 1;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::entries::EntrySet;
-use crate::model::{ChainKey, Digest, MapShape, Source, UpdateMode, XdpMode};
+use crate::model::{ChainKey, Digest, MapShape, Source, TcSettings, UpdateMode, XdpMode};
 
 /// Everything the config asks for, by chain.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,8 @@ pub struct DesiredState {
 pub struct DesiredChain {
     /// XDP attach mode (ignored for TC hooks).
     pub xdp_mode: XdpMode,
+    /// TC attach settings (ignored for XDP).
+    pub tc: TcSettings,
     /// Where the chain's settings came from, if a `chains:` entry set them.
     pub settings: Option<Source>,
     /// Functions sorted by (priority, name): the order packets see them.

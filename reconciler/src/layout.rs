@@ -5,7 +5,8 @@
 //! <root>/                                  --bpffs (default /sys/fs/bpf/kfd)
 //!   <hook>@<interface>[@<netns>]/          one chain (netns percent-encoded)
 //!     root                                 the root program
-//!     link                                 the bpf_link attaching root
+//!     link                                 the bpf_link attaching root (XDP, TCX)
+//!     meta                                 kfd's record of the chain (e.g. it added clsact)
 //!     kf_progs kf_stats kf_ctl             the chain maps (ebpf/include/kf.h)
 //!     fn/<name>/prog                       a function's program
 //!     fn/<name>/meta                       kfd's load record (stats row, digests)
@@ -75,6 +76,11 @@ impl Layout {
     /// The link's pin.
     pub fn link(&self, key: &ChainKey) -> PathBuf {
         self.chain_dir(key).join("link")
+    }
+
+    /// The chain's record (what kfd added to the interface, e.g. a clsact qdisc).
+    pub fn chain_meta(&self, key: &ChainKey) -> PathBuf {
+        self.chain_dir(key).join("meta")
     }
 
     /// The directory holding the chain's functions.

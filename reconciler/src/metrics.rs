@@ -377,6 +377,7 @@ mod tests {
             netns: Some("we\"ird".into()),
             attached: true,
             mode: Some("generic".into()),
+            priority: None,
             revision: 1,
             functions: vec![
                 FunctionStatus {

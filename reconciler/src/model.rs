@@ -155,6 +155,53 @@ impl XdpMode {
     }
 }
 
+/// How a TC chain's root is attached.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TcAttach {
+    /// A TCX link where the kernel has TCX (6.6+), else a clsact filter.
+    #[default]
+    Auto,
+    /// A TCX link only.
+    Tcx,
+    /// A cls_bpf filter on a clsact qdisc only.
+    Clsact,
+}
+
+impl TcAttach {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+        }
+    }
+}
+
+/// Where a TC chain's root sits among the hook's other programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TcSettings {
+    /// How it is attached.
+    pub attach: TcAttach,
+    /// TCX: first among the hook's TCX programs (else last).
+    pub first: bool,
+    /// clsact: the filter's priority (lower runs first).
+    pub priority: u16,
+}
+
+impl Default for TcSettings {
+    fn default() -> Self {
+        Self {
+            attach: TcAttach::Auto,
+            first: true,
+            priority: 1,
+        }
+    }
+}
+
 /// `BPF_MAP_TYPE_*` values kfd reasons about.
 pub mod map_type {
     /// Hash.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::kernel::map::ByteMap;
 use crate::kernel::xdp::prog_name;
 use crate::layout::{FnPaths, Layout};
-use crate::model::{ChainKey, map_type};
+use crate::model::{ChainKey, Hook, map_type};
 use crate::state::StateError;
 use crate::state::model::{InterfaceState, ObservedState};
 
@@ -23,8 +23,10 @@ pub struct ChainStatus {
     pub netns: Option<String>,
     /// Whether the root is attached to the interface.
     pub attached: bool,
-    /// The XDP mode it is attached in, if attached.
+    /// How it is attached, if it is: `native`/`generic` (XDP), `tcx` or `clsact` (TC).
     pub mode: Option<String>,
+    /// clsact: the priority of kfd's filter.
+    pub priority: Option<u16>,
     /// The active revision.
     pub revision: u32,
     /// Functions in run order.
@@ -68,11 +70,22 @@ pub fn collect(layout: &Layout, observed: &ObservedState) -> Result<Vec<ChainSta
         let iface = observed
             .interfaces
             .get(&(key.netns.clone(), key.interface.clone()));
-        let mode = match iface {
-            Some(InterfaceState::Present { xdp, .. }) => xdp
+        let mode = match (key.hook, iface) {
+            (Hook::Xdp, Some(InterfaceState::Present { xdp, .. })) => xdp
                 .iter()
                 .find(|(_, id)| Some(*id) == chain.root_prog_id)
                 .map(|(m, _)| m.as_str().to_owned()),
+            (_, Some(InterfaceState::Present { ifindex, .. })) => {
+                let link = chain
+                    .link
+                    .filter(|l| l.ifindex == *ifindex && Some(l.prog_id) == chain.root_prog_id)
+                    .map(|_| "tcx".to_owned());
+                let filter = chain
+                    .tc_filter
+                    .filter(|f| f.prog_id.is_some() && f.prog_id == chain.root_prog_id)
+                    .map(|_| "clsact".to_owned());
+                link.or(filter)
+            }
             _ => None,
         };
         let stats = read_stats(layout, key)?;
@@ -123,6 +136,10 @@ pub fn collect(layout: &Layout, observed: &ObservedState) -> Result<Vec<ChainSta
             hook: key.hook.to_string(),
             netns: key.netns.clone(),
             attached: mode.is_some(),
+            priority: chain
+                .tc_filter
+                .filter(|_| mode.as_deref() == Some("clsact"))
+                .map(|f| f.priority),
             mode,
             revision: chain.active_rev,
             functions,
@@ -203,7 +220,10 @@ pub fn render_text(chains: &[ChainStatus]) -> String {
                 .map(|n| format!(" (netns {n})"))
                 .unwrap_or_default(),
             match &c.mode {
-                Some(m) => format!("attached, {m} mode"),
+                Some(m) => match c.priority {
+                    Some(p) => format!("attached ({m}, priority {p})"),
+                    None => format!("attached ({m})"),
+                },
                 None => "NOT ATTACHED".into(),
             },
             c.revision

@@ -336,6 +336,17 @@ impl Env {
         self.bpffs.join(format!("xdp@{}@{}", self.if_b, self.ns_b))
     }
 
+    /// The bpffs dir of a chain on `hook` of `interface` in `netns`.
+    pub fn chain_dir_of(&self, hook: &str, interface: &str, netns: &str) -> PathBuf {
+        self.bpffs.join(format!("{hook}@{interface}@{netns}"))
+    }
+
+    /// Opens a pinned map of a function on any chain (`maps/` or `state/`).
+    pub fn map_in(&self, chain_dir: &Path, function: &str, role: &str, map: &str) -> ByteMap {
+        let p = chain_dir.join("fn").join(function).join(role).join(map);
+        ByteMap::from_pin(&p).unwrap_or_else(|e| panic!("opening {}: {e}", p.display()))
+    }
+
     /// Opens a pinned map of a function (`maps/` or `state/`).
     pub fn map(&self, function: &str, role: &str, map: &str) -> ByteMap {
         let p = self

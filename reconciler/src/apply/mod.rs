@@ -74,6 +74,9 @@ pub enum ApplyError {
     /// Attaching the root failed.
     #[error(transparent)]
     Attach(#[from] XdpError),
+    /// Attaching the root to a TC hook failed.
+    #[error(transparent)]
+    Tc(#[from] crate::kernel::tc::TcError),
     /// The embedded root object could not be had.
     #[error("root program: {0}")]
     Root(#[from] crate::builtin::RootError),
@@ -217,6 +220,11 @@ enum Undo {
     Detach {
         link: PathBuf,
     },
+    /// Remove kfd's clsact filter (and the qdisc if kfd added it).
+    Unfilter {
+        priority: u16,
+        drop_qdisc: bool,
+    },
 }
 
 struct ChainRun<'a> {
@@ -349,6 +357,23 @@ impl<'a> ChainRun<'a> {
                 }
             }
             Undo::Detach { link } => detach_link(&link)?,
+            Undo::Unfilter {
+                priority,
+                drop_qdisc,
+            } => {
+                let netns = self
+                    .key
+                    .netns
+                    .as_deref()
+                    .map(crate::kernel::netns::netns_path);
+                crate::kernel::tc::detach_clsact(
+                    netns.as_deref(),
+                    &self.key.interface,
+                    crate::state::tc_direction(self.key.hook),
+                    priority,
+                    drop_qdisc,
+                )?;
+            }
         }
         Ok(())
     }
@@ -378,9 +403,25 @@ fn map_err(path: &std::path::Path, source: MapError) -> ApplyError {
     }
 }
 
-/// Detaches a chain's root and unpins everything of it (`kfd down`).
-pub fn destroy_chain(layout: &Layout, key: &ChainKey) -> Result<(), ApplyError> {
+/// Detaches a chain's root and unpins everything of it (`kfd down`). On a
+/// TC hook that is kfd's own filter (found by its handle), and the clsact
+/// qdisc only if kfd added it and no filter is left on it.
+pub fn destroy_chain(
+    layout: &Layout,
+    key: &ChainKey,
+    observed: Option<&ObservedChain>,
+) -> Result<(), ApplyError> {
     detach_link(&layout.link(key))?;
+    if let Some(f) = observed.and_then(|c| c.tc_filter) {
+        let netns = key.netns.as_deref().map(crate::kernel::netns::netns_path);
+        crate::kernel::tc::detach_clsact(
+            netns.as_deref(),
+            &key.interface,
+            crate::state::tc_direction(key.hook),
+            f.priority,
+            observed.is_some_and(|c| c.clsact_created),
+        )?;
+    }
     bpffs::remove_tree(&layout.chain_dir(key))?;
     Ok(())
 }

@@ -12,12 +12,12 @@ use crate::kernel::loader::{self, LoadRequest, PinnedMap, ProgKind};
 use crate::kernel::map::{ByteMap, wait_for_readers};
 use crate::kernel::netns::netns_path;
 use crate::kernel::sys::{self, MapCreate};
-use crate::kernel::xdp;
+use crate::kernel::{tc, xdp};
 use crate::layout::{CHAIN_MAPS, FnPaths, abi_globals};
-use crate::model::{Hook, MapShape, map_type};
-use crate::plan::{Action, PlannedSlot};
+use crate::model::{Hook, MapShape, TcAttach, map_type};
+use crate::plan::{Action, AttachTarget, PlannedSlot};
 use crate::state::SLOTS_PER_REVISION;
-use crate::state::model::{FnMeta, META_SIZE};
+use crate::state::model::{CHAIN_META_SIZE, FnMeta, META_SIZE, chain_meta_bytes};
 
 impl<'a> ChainRun<'a> {
     pub(super) fn step(&mut self, action: &Action) -> Result<(), ApplyError> {
@@ -104,7 +104,7 @@ impl<'a> ChainRun<'a> {
                 revision, slots, ..
             } => self.set_revision(*revision, slots),
             Action::ReplaceSlot { function, index } => self.replace_slot(function, *index),
-            Action::Attach { mode, replace } => self.attach(*mode, *replace),
+            Action::Attach { target, replace } => self.attach(*target, *replace),
             Action::ClearRevision { revision } => self.clear_revision(*revision),
             Action::UnloadFunction { function } => {
                 bpffs::remove_tree(&self.layout.fn_dir(self.key, function))?;
@@ -137,9 +137,7 @@ impl<'a> ChainRun<'a> {
     }
 
     fn destroy_chain(&mut self) -> Result<(), ApplyError> {
-        detach_link(&self.layout.link(self.key))?;
-        bpffs::remove_tree(&self.layout.chain_dir(self.key))?;
-        Ok(())
+        super::destroy_chain(self.layout, self.key, self.observed)
     }
 
     fn create_chain(&mut self) -> Result<(), ApplyError> {
@@ -200,10 +198,9 @@ impl<'a> ChainRun<'a> {
                 [live.config_map(name), live.state_map(name)]
                     .into_iter()
                     .find(|p| p.exists())
-            } else if config {
+            } else if config || inst.reset_state.contains(name) {
+                // Fresh config maps are filled below; reset state starts over.
                 None
-            } else if inst.reset_state.contains(name) {
-                None // the new code's state starts over
             } else {
                 Some(live.state_map(name)).filter(|p| p.exists())
             };
@@ -490,28 +487,44 @@ impl<'a> ChainRun<'a> {
         Ok(())
     }
 
-    fn attach(&mut self, mode: crate::model::XdpMode, replace: bool) -> Result<(), ApplyError> {
-        let link_path = self.layout.link(self.key);
-        if replace {
-            // A defunct link, or one in the wrong mode: packets bypass the
-            // chain until the new link is in (unavoidable for a mode change).
-            detach_link(&link_path)?;
-        }
-        let root = match &self.root {
+    fn root_fd(&self) -> Result<OwnedFd, ApplyError> {
+        match &self.root {
             Some(fd) => fd.try_clone().map_err(|e| ApplyError::Sys {
                 what: "duplicating the root fd".into(),
                 source: sys::SysError {
                     call: "dup",
                     source: e,
                 },
-            })?,
-            None => sys::obj_get(&self.layout.root_prog(self.key)).map_err(|source| {
-                ApplyError::Sys {
+            }),
+            None => {
+                sys::obj_get(&self.layout.root_prog(self.key)).map_err(|source| ApplyError::Sys {
                     what: "opening the root program".into(),
                     source,
-                }
-            })?,
-        };
+                })
+            }
+        }
+    }
+
+    fn attach(&mut self, target: AttachTarget, replace: bool) -> Result<(), ApplyError> {
+        match target {
+            AttachTarget::Xdp { mode } => self.attach_xdp(mode, replace),
+            AttachTarget::Tc {
+                attach,
+                first,
+                priority,
+            } => self.attach_tc(attach, first, priority),
+        }
+    }
+
+    fn attach_xdp(&mut self, mode: crate::model::XdpMode, replace: bool) -> Result<(), ApplyError> {
+        let link_path = self.layout.link(self.key);
+        if replace {
+            // A defunct link, or one in the wrong mode: packets bypass the
+            // chain until the new link is in (one XDP program per hook, so
+            // unavoidable for a mode change).
+            detach_link(&link_path)?;
+        }
+        let root = self.root_fd()?;
         let netns = self.key.netns.as_deref().map(netns_path);
         let (link, _mode) = xdp::attach(
             netns.as_deref(),
@@ -520,15 +533,127 @@ impl<'a> ChainRun<'a> {
             root.as_fd(),
             mode,
         )?;
-        sys::obj_pin(link.as_fd(), &link_path).map_err(|source| {
+        self.pin_link(link, link_path)
+    }
+
+    fn pin_link(&mut self, link: OwnedFd, path: std::path::PathBuf) -> Result<(), ApplyError> {
+        sys::obj_pin(link.as_fd(), &path).map_err(|source| {
             let _ = sys::link_detach(link.as_fd());
             ApplyError::Sys {
-                what: format!("pinning link {}", link_path.display()),
+                what: format!("pinning link {}", path.display()),
                 source,
             }
         })?;
-        self.undo.push(Undo::Detach { link: link_path });
+        self.undo.push(Undo::Detach { link: path });
         Ok(())
+    }
+
+    /// TC: the new attachment goes in before the old one goes, so the chain
+    /// may briefly run twice for a packet but is never bypassed.
+    fn attach_tc(
+        &mut self,
+        attach: TcAttach,
+        first: bool,
+        priority: u16,
+    ) -> Result<(), ApplyError> {
+        let root = self.root_fd()?;
+        let netns = self.key.netns.as_deref().map(netns_path);
+        let dir = crate::state::tc_direction(self.key.hook);
+        let iface = &self.key.interface;
+        let link_path = self.layout.link(self.key);
+        let old_link = link_path.exists();
+        let old_filter = self.observed.and_then(|c| c.tc_filter);
+        let tcx = match attach {
+            TcAttach::Clsact => None,
+            TcAttach::Tcx => Some(tc::attach_tcx(
+                netns.as_deref(),
+                iface,
+                dir,
+                root.as_fd(),
+                first,
+            )?),
+            TcAttach::Auto => {
+                match tc::attach_tcx(netns.as_deref(), iface, dir, root.as_fd(), first) {
+                    Ok(link) => Some(link),
+                    Err(e) if tc::tcx_unsupported(&e) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        match tcx {
+            Some(link) => {
+                // Move a defunct or old link's pin aside rather than detach
+                // first: the new link already serves.
+                let fresh = link_path.with_file_name("link@new");
+                let _ = bpffs::unpin(&fresh);
+                sys::obj_pin(link.as_fd(), &fresh).map_err(|source| {
+                    let _ = sys::link_detach(link.as_fd());
+                    ApplyError::Sys {
+                        what: format!("pinning link {}", fresh.display()),
+                        source,
+                    }
+                })?;
+                if old_link {
+                    detach_link(&link_path)?;
+                }
+                bpffs::rename(&fresh, &link_path)?;
+                self.undo.push(Undo::Detach { link: link_path });
+                if let Some(f) = old_filter {
+                    let created = self.observed.is_some_and(|c| c.clsact_created);
+                    tc::detach_clsact(netns.as_deref(), iface, dir, f.priority, created)?;
+                }
+            }
+            None => {
+                if old_filter.is_some_and(|f| f.priority != priority) {
+                    // Another priority: the new filter is added next to the old.
+                } else if old_filter.is_some() {
+                    // Same handle and priority: replace in place (remove, add).
+                    tc::detach_clsact(netns.as_deref(), iface, dir, priority, false)?;
+                }
+                let created =
+                    tc::attach_clsact(netns.as_deref(), iface, dir, root.as_fd(), priority)?;
+                let was_created = self.observed.is_some_and(|c| c.clsact_created);
+                if created || was_created {
+                    self.write_chain_meta(true)?;
+                }
+                self.undo.push(Undo::Unfilter {
+                    priority,
+                    drop_qdisc: created,
+                });
+                if let Some(f) = old_filter.filter(|f| f.priority != priority) {
+                    tc::detach_clsact(netns.as_deref(), iface, dir, f.priority, false)?;
+                }
+                if old_link {
+                    detach_link(&link_path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_chain_meta(&self, clsact_created: bool) -> Result<(), ApplyError> {
+        let path = self.layout.chain_meta(self.key);
+        let map = match ByteMap::from_pin(&path) {
+            Ok(m) => m,
+            Err(_) => {
+                let m = ByteMap::create(
+                    &MapCreate {
+                        name: "kfd_chain",
+                        map_type: map_type::ARRAY,
+                        key_size: 4,
+                        value_size: CHAIN_META_SIZE as u32,
+                        max_entries: 1,
+                        map_flags: 0,
+                    },
+                    None,
+                )
+                .map_err(|source| map_err(&path, source))?;
+                m.pin(&path).map_err(|source| map_err(&path, source))?;
+                m
+            }
+        };
+        map.update(&0u32.to_ne_bytes(), &chain_meta_bytes(clsact_created))
+            .map_err(|source| map_err(&path, source))
     }
 
     fn clear_revision(&mut self, revision: u32) -> Result<(), ApplyError> {

@@ -354,7 +354,22 @@ impl Builder<'_> {
             });
         }
         let step = self.plan(type_id, depth)?;
-        let index = self.push(step);
+        let mut index = self.push(step);
+        // A `{__u32 prefixlen; <address> addr;}` member (a prefix inside a
+        // value, as in match rules) also takes CIDR text, like an LPM key.
+        if depth > 0
+            && let Some((family, addr_offset)) = lpm_shape(self.btf, type_id)
+        {
+            index = self.push(Step {
+                size: self.steps[index].size,
+                name: self.steps[index].name.clone(),
+                kind: StepKind::Lpm {
+                    family,
+                    addr_offset,
+                    inner: index,
+                },
+            });
+        }
         self.memo.insert(type_id, index);
         Ok(index)
     }

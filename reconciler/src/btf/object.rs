@@ -929,18 +929,27 @@ mod tests {
             (stats.map_type, stats.value_size, stats.max_entries),
             (BPF_MAP_TYPE_PERCPU_ARRAY, 128, 32)
         );
+        // One program per hook type; both use everything but kf_ctl, which
+        // only the root reads.
+        let maps = [
+            "allow_v4", "allow_v6", "deny_v4", "deny_v6", "kf_progs", "kf_stats",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(
             info.programs,
-            [ProgramInfo {
-                name: "blocklist".into(),
-                section: "xdp".into(),
-                // Everything but kf_ctl, which only the root reads.
-                maps: [
-                    "allow_v4", "allow_v6", "deny_v4", "deny_v6", "kf_progs", "kf_stats"
-                ]
-                .map(String::from)
-                .to_vec(),
-            }]
+            [
+                ProgramInfo {
+                    name: "blocklist".into(),
+                    section: "xdp".into(),
+                    maps: maps.clone(),
+                },
+                ProgramInfo {
+                    name: "blocklist_tc".into(),
+                    section: "classifier".into(),
+                    maps,
+                },
+            ]
         );
         assert!(info.references_map("blocklist", "kf_progs"));
         assert!(!info.references_map("blocklist", "rl_config"));

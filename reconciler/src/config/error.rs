@@ -178,6 +178,16 @@ pub enum ErrorKind {
         /// The hook.
         hook: String,
     },
+    /// A chain setting for another kind of hook.
+    #[error("{setting} applies to {applies_to} chains only, not {hook}")]
+    WrongHookSetting {
+        /// The setting.
+        setting: String,
+        /// The hooks it is for.
+        applies_to: String,
+        /// The chain's hook.
+        hook: String,
+    },
     /// No such global (or a `kf_*` name, which the ABI reserves).
     #[error("the object has no read-only global {name:?} (settable: {}; kf_* names are reserved)", list(.settable))]
     UnknownGlobal {

@@ -7,7 +7,7 @@ use super::error::{ConfigError, ErrorKind};
 use super::resolve::FileDesired;
 use super::yaml::Mark;
 use crate::desired::{DesiredChain, DesiredState};
-use crate::model::{ChainKey, Source, XdpMode, limits};
+use crate::model::{ChainKey, Source, TcAttach, TcSettings, XdpMode, limits};
 
 /// A clash: the error, and the files involved (the one reported first).
 #[derive(Debug)]
@@ -28,33 +28,42 @@ pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
     let mut desired = DesiredState::default();
     let mut conflicts = Vec::new();
     let mut owner: BTreeMap<(ChainKey, String), (&str, Source)> = BTreeMap::new();
-    let mut settings: BTreeMap<ChainKey, (&str, XdpMode, Source)> = BTreeMap::new();
+    // Per chain and setting: (file, value as text, where).
+    let mut settings: BTreeMap<(ChainKey, &'static str), (&str, String, Source)> = BTreeMap::new();
     let mut file_of: BTreeMap<Source, &str> = BTreeMap::new();
 
     for (name, fd) in files {
         for s in &fd.chains {
-            let Some(mode) = s.xdp_mode else { continue };
-            match settings.get(&s.key) {
-                Some((other_file, other_mode, other_src)) if *other_mode != mode => {
-                    conflicts.push(Conflict {
-                        error: at(
-                            &s.source,
-                            ErrorKind::ConflictingChain {
-                                chain: s.key.to_string(),
-                                detail: format!(
-                                    "xdp_mode {} here but {}",
-                                    mode.as_str(),
-                                    other_mode.as_str()
-                                ),
-                                other: other_src.clone(),
-                            },
-                        ),
-                        files: vec![(*other_file).to_owned(), (*name).to_owned()],
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    settings.insert(s.key.clone(), (name, mode, s.source.clone()));
+            let given = [
+                ("xdp_mode", s.xdp_mode.map(|m| m.as_str().to_owned())),
+                ("tc_attach", s.tc_attach.map(|a| a.as_str().to_owned())),
+                (
+                    "tc_position",
+                    s.tc_first
+                        .map(|f| if f { "first" } else { "last" }.to_owned()),
+                ),
+                ("tc_priority", s.tc_priority.map(|p| p.to_string())),
+            ];
+            for (setting, value) in given {
+                let Some(value) = value else { continue };
+                match settings.get(&(s.key.clone(), setting)) {
+                    Some((other_file, other, other_src)) if *other != value => {
+                        conflicts.push(Conflict {
+                            error: at(
+                                &s.source,
+                                ErrorKind::ConflictingChain {
+                                    chain: s.key.to_string(),
+                                    detail: format!("{setting} {value} here but {other}"),
+                                    other: other_src.clone(),
+                                },
+                            ),
+                            files: vec![(*other_file).to_owned(), (*name).to_owned()],
+                        })
+                    }
+                    Some(_) => {}
+                    None => {
+                        settings.insert((s.key.clone(), setting), (name, value, s.source.clone()));
+                    }
                 }
             }
         }
@@ -81,6 +90,7 @@ pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
                 .entry(key.clone())
                 .or_insert_with(|| DesiredChain {
                     xdp_mode: XdpMode::Auto,
+                    tc: TcSettings::default(),
                     settings: None,
                     functions: Vec::new(),
                 })
@@ -90,9 +100,28 @@ pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
     }
 
     for (key, chain) in desired.chains.iter_mut() {
-        if let Some((_, mode, src)) = settings.get(key) {
-            chain.xdp_mode = *mode;
+        let setting = |name: &'static str| settings.get(&(key.clone(), name));
+        if let Some((_, mode, src)) = setting("xdp_mode") {
+            chain.xdp_mode = match mode.as_str() {
+                "native" => XdpMode::Native,
+                "generic" => XdpMode::Generic,
+                _ => XdpMode::Auto,
+            };
             chain.settings = Some(src.clone());
+        }
+        if let Some((_, attach, src)) = setting("tc_attach") {
+            chain.tc.attach = match attach.as_str() {
+                "tcx" => TcAttach::Tcx,
+                "clsact" => TcAttach::Clsact,
+                _ => TcAttach::Auto,
+            };
+            chain.settings = Some(src.clone());
+        }
+        if let Some((_, position, _)) = setting("tc_position") {
+            chain.tc.first = position == "first";
+        }
+        if let Some((_, priority, _)) = setting("tc_priority") {
+            chain.tc.priority = priority.parse().unwrap_or(chain.tc.priority);
         }
         chain
             .functions

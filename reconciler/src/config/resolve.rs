@@ -19,7 +19,7 @@ use crate::builtin::{self, ObjectKind, shape_of_def};
 use crate::desired::{DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin};
 use crate::entries::EntrySet;
 use crate::layout::CHAIN_MAPS;
-use crate::model::{ChainKey, Digest, Hook, Source, UpdateMode, XdpMode, map_type};
+use crate::model::{ChainKey, Digest, Hook, Source, TcAttach, UpdateMode, XdpMode, map_type};
 
 /// Priority of a function that does not say.
 pub const DEFAULT_PRIORITY: u32 = 100;
@@ -34,6 +34,12 @@ pub struct ChainSetting {
     pub key: ChainKey,
     /// Its XDP mode, if set.
     pub xdp_mode: Option<XdpMode>,
+    /// TC: how the root is attached, if set.
+    pub tc_attach: Option<TcAttach>,
+    /// TC with TCX: first (true) or last, if set.
+    pub tc_first: Option<bool>,
+    /// TC with clsact: the filter's priority, if set.
+    pub tc_priority: Option<u16>,
     /// Where.
     pub source: Source,
 }
@@ -209,9 +215,50 @@ fn chain_setting(ctx: &mut Ctx<'_>, c: &Node<'_>) -> Option<ChainSetting> {
         Some("generic") => Some(XdpMode::Generic),
         Some(_) => Some(XdpMode::Auto),
     };
+    // TC settings on an XDP chain are a mistake worth naming.
+    let mut tc_only = |name: &str| -> Option<bool> {
+        let node = c.get(name)?;
+        if hook == Hook::Xdp {
+            ctx.err(
+                node.mark,
+                ErrorKind::WrongHookSetting {
+                    setting: name.to_owned(),
+                    applies_to: "tc-ingress and tc-egress".into(),
+                    hook: hook.to_string(),
+                },
+            );
+            return Some(false);
+        }
+        Some(true)
+    };
+    let ok = [
+        tc_only("tc_attach"),
+        tc_only("tc_position"),
+        tc_only("tc_priority"),
+    ];
+    if ok.contains(&Some(false)) {
+        return None;
+    }
+    let tc_attach = str_of(c, "tc_attach").map(|a| match a {
+        "tcx" => TcAttach::Tcx,
+        "clsact" => TcAttach::Clsact,
+        _ => TcAttach::Auto,
+    });
+    let tc_first = str_of(c, "tc_position").map(|p| p != "last");
+    let tc_priority = match c
+        .get("tc_priority")
+        .and_then(Node::as_scalar)
+        .map(|s| s.resolve())
+    {
+        Some(Resolved::Int(p)) => u16::try_from(p).ok(),
+        _ => None,
+    };
     Some(ChainSetting {
         key,
         xdp_mode,
+        tc_attach,
+        tc_first,
+        tc_priority,
         source: ctx.source(c.mark),
     })
 }
@@ -397,9 +444,17 @@ fn program(
             }),
         }
     } else {
-        match info.programs.as_slice() {
-            [one] => Ok(one),
-            [] => Err(ErrorKind::NoSuchProgram {
+        // An object may carry one program per hook type (the bundled KFs
+        // do): the one that fits the hook is meant.
+        let fitting: Vec<_> = info
+            .programs
+            .iter()
+            .filter(|q| fits_hook(hook, &q.section))
+            .collect();
+        match (fitting.as_slice(), info.programs.as_slice()) {
+            ([one], _) => Ok(*one),
+            ([], [one]) => Ok(one), // reported as the wrong type below
+            ([], []) => Err(ErrorKind::NoSuchProgram {
                 wanted: "(any)".into(),
                 available: Vec::new(),
             }),
@@ -415,14 +470,10 @@ fn program(
             return None;
         }
     };
-    let (fits, hint) = match hook {
-        Hook::Xdp => (
-            chosen.section == "xdp" || chosen.section == "xdp.frags",
-            " (use SEC(\"xdp\"))",
-        ),
-        Hook::TcIngress | Hook::TcEgress => {
-            (chosen.section == "classifier", " (use SEC(\"classifier\"))")
-        }
+    let fits = fits_hook(hook, &chosen.section);
+    let hint = match hook {
+        Hook::Xdp => " (use SEC(\"xdp\"))",
+        Hook::TcIngress | Hook::TcEgress => " (use SEC(\"classifier\"))",
     };
     if !fits {
         ctx.err(
@@ -456,6 +507,15 @@ fn program(
         bytes: loaded.bytes.clone(),
     };
     Some((Arc::new(image), loaded.info.clone()))
+}
+
+/// Whether a program in `section` can run on `hook` (aya 0.14 loads TC
+/// programs only from `SEC("classifier")`).
+fn fits_hook(hook: Hook, section: &str) -> bool {
+    match hook {
+        Hook::Xdp => section == "xdp" || section == "xdp.frags",
+        Hook::TcIngress | Hook::TcEgress => section == "classifier",
+    }
 }
 
 fn read_object(path: &str, rules: &ReadRules) -> Result<Arc<LoadedObject>, Box<ErrorKind>> {

@@ -129,7 +129,15 @@ fn allowed_keys(pointer: &str) -> String {
     let segs: Vec<&str> = pointer.split('/').skip(1).collect();
     let keys: &[&str] = match segs.as_slice() {
         [] => &["version", "chains", "functions"],
-        ["chains", _] => &["interface", "hook", "netns", "xdp_mode"],
+        ["chains", _] => &[
+            "interface",
+            "hook",
+            "netns",
+            "xdp_mode",
+            "tc_attach",
+            "tc_position",
+            "tc_priority",
+        ],
         ["functions", _] => &[
             "name",
             "interface",

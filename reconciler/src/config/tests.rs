@@ -150,7 +150,7 @@ fn semantic_errors_name_file_line_and_column() {
         ),
         (
             "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklst}\n",
-            "6:24: unknown builtin program \"blocklst\" (builtins: blocklist, blocklist-swap, counter, ratelimit)",
+            "6:24: unknown builtin program \"blocklst\" (builtins: blocklist, blocklist-swap, counter, mark, ratelimit)",
         ),
         (
             "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    interfaces: [eth1]\n    hook: xdp\n    program: {builtin: blocklist}\n",

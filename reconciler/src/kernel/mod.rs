@@ -8,6 +8,7 @@ pub mod map;
 pub mod netlink;
 pub mod netns;
 pub mod sys;
+pub mod tc;
 pub mod xdp;
 
 pub use map::{ByteMap, MapError};

@@ -21,7 +21,7 @@ pub use render::{blocked_message, render_json, render_text};
 
 use crate::desired::{DesiredChain, DesiredFunction, DesiredState};
 use crate::entries::{EntryDiff, EntrySet};
-use crate::model::{ChainKey, Hook, UpdateMode, XdpMode, limits, map_type};
+use crate::model::{ChainKey, Hook, TcAttach, UpdateMode, XdpMode, limits, map_type};
 
 /// Slots per revision (the ABI's KF_MAX_SLOTS).
 const SLOTS: u32 = limits::MAX_SLOTS as u32;
@@ -93,8 +93,6 @@ pub enum Blocked {
         /// Its id.
         prog_id: u32,
     },
-    /// The hook is not supported by this build.
-    HookUnsupported,
     /// Too many functions for the ABI's slots.
     TooManyFunctions {
         /// How many were asked for.
@@ -288,11 +286,11 @@ pub enum Action {
         /// Its index in the active revision.
         index: u32,
     },
-    /// Commit: attach the root through a new pinned link.
+    /// Commit: attach the root (a pinned link, or a clsact filter).
     Attach {
-        /// Requested mode.
-        mode: XdpMode,
-        /// Whether a link existed (defunct, or in the wrong mode) and is replaced.
+        /// How.
+        target: AttachTarget,
+        /// Whether an attachment existed (defunct, or of the wrong kind) and is replaced.
         replace: bool,
     },
     /// Cleanup: empty a revision.
@@ -326,6 +324,26 @@ impl Action {
             }
         }
     }
+}
+
+/// How a chain's root is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "hook", rename_all = "snake_case")]
+pub enum AttachTarget {
+    /// An XDP link in this mode.
+    Xdp {
+        /// The requested mode.
+        mode: XdpMode,
+    },
+    /// A TCX link or a clsact filter.
+    Tc {
+        /// Which.
+        attach: TcAttach,
+        /// TCX: first among the hook's programs, else last.
+        first: bool,
+        /// clsact: the filter's priority.
+        priority: u16,
+    },
 }
 
 /// The three phases of a chain's actions.
@@ -561,22 +579,53 @@ fn plan_chain(
     }
     let flipped = flip;
 
-    // The root's link.
-    let attached_ok = obs.link.is_some_and(|l| {
+    // The root's attachment.
+    let link_ok = obs.link.is_some_and(|l| {
         l.ifindex != 0
             && Some(l.prog_id) == obs.root_prog_id
             && matches!(iface, Some(InterfaceState::Present { ifindex, .. }) if *ifindex == l.ifindex)
     });
-    let mode_ok = match iface {
-        Some(InterfaceState::Present { xdp, .. }) if key.hook == Hook::Xdp => xdp
-            .iter()
-            .any(|(mode, id)| Some(*id) == obs.root_prog_id && desired.xdp_mode.accepts(*mode)),
-        _ => true,
+    let (attached_ok, target) = match key.hook {
+        Hook::Xdp => {
+            let mode_ok = match iface {
+                Some(InterfaceState::Present { xdp, .. }) => xdp.iter().any(|(mode, id)| {
+                    Some(*id) == obs.root_prog_id && desired.xdp_mode.accepts(*mode)
+                }),
+                _ => false,
+            };
+            (
+                link_ok && mode_ok,
+                AttachTarget::Xdp {
+                    mode: desired.xdp_mode,
+                },
+            )
+        }
+        Hook::TcIngress | Hook::TcEgress => {
+            let tc = desired.tc;
+            let filter_ok = obs.tc_filter.is_some_and(|f| {
+                f.prog_id.is_some() && f.prog_id == obs.root_prog_id && f.priority == tc.priority
+            });
+            let ok = match tc.attach {
+                TcAttach::Tcx => link_ok && obs.tc_filter.is_none(),
+                TcAttach::Clsact => filter_ok && obs.link.is_none(),
+                TcAttach::Auto => {
+                    (link_ok && obs.tc_filter.is_none()) || (filter_ok && obs.link.is_none())
+                }
+            };
+            (
+                ok,
+                AttachTarget::Tc {
+                    attach: tc.attach,
+                    first: tc.first,
+                    priority: tc.priority,
+                },
+            )
+        }
     };
-    if creating || !attached_ok || !mode_ok {
+    if creating || !attached_ok {
         out.actions.push(Action::Attach {
-            mode: desired.xdp_mode,
-            replace: obs.link.is_some(),
+            target,
+            replace: obs.link.is_some() || obs.tc_filter.is_some(),
         });
     }
 
@@ -603,9 +652,6 @@ fn check_blocked(
     observed: Option<&ObservedChain>,
     iface: Option<&InterfaceState>,
 ) -> Option<Blocked> {
-    if key.hook != Hook::Xdp {
-        return Some(Blocked::HookUnsupported);
-    }
     if desired.functions.len() > limits::MAX_SLOTS {
         return Some(Blocked::TooManyFunctions {
             count: desired.functions.len(),
@@ -621,6 +667,8 @@ fn check_blocked(
     }
     match iface {
         None | Some(InterfaceState::Missing) => Some(Blocked::InterfaceMissing),
+        // TC programs coexist: another tool's never blocks kfd's.
+        Some(InterfaceState::Present { .. }) if key.hook != Hook::Xdp => None,
         Some(InterfaceState::Present { xdp, .. }) => {
             let ours = observed.and_then(|o| o.root_prog_id);
             xdp.iter()

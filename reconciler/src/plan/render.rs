@@ -44,7 +44,6 @@ pub fn blocked_message(key: &ChainKey, b: &Blocked) -> String {
              (detach it first, e.g. `ip link set dev {} xdp off`)",
             key, key.interface
         ),
-        Blocked::HookUnsupported => format!("hook {} is not supported by this kfd build", key.hook),
         Blocked::TooManyFunctions { count } => format!(
             "{count} functions on {key}: a chain holds at most {}",
             crate::model::limits::MAX_SLOTS
@@ -246,12 +245,27 @@ fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
             Action::ReplaceSlot { function, index } => {
                 let _ = writeln!(out, "  ~ swap {function} into slot {index}");
             }
-            Action::Attach { mode, replace } => {
+            Action::Attach { target, replace } => {
+                let how = match target {
+                    super::AttachTarget::Xdp { mode } => format!("xdp_mode {}", mode.as_str()),
+                    super::AttachTarget::Tc {
+                        attach,
+                        first,
+                        priority,
+                    } => format!(
+                        "tc_attach {}: {} / clsact priority {priority}",
+                        attach.as_str(),
+                        if *first {
+                            "first TCX program"
+                        } else {
+                            "last TCX program"
+                        }
+                    ),
+                };
                 let _ = writeln!(
                     out,
-                    "  + attach root to {} (xdp_mode {}){}",
+                    "  + attach root to {} ({how}){}",
                     c.key.interface,
-                    mode.as_str(),
                     if *replace {
                         " [replacing a defunct or mismatched link]"
                     } else {

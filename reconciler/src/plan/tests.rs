@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::*;
 use crate::desired::{DesiredMap, HexFormat, ProgramImage, ProgramOrigin};
 use crate::entries::EntrySet;
-use crate::model::{Digest, MapShape, Source, map_type};
-use crate::state::model::{FnMeta, ObservedLink, ObservedMap, ObservedSlot};
+use crate::model::{Digest, MapShape, Source, TcAttach, TcSettings, map_type};
+use crate::state::model::{FnMeta, ObservedFilter, ObservedLink, ObservedMap, ObservedSlot};
 
 const LPM: MapShape = MapShape {
     map_type: map_type::LPM_TRIE,
@@ -122,6 +122,7 @@ fn desired(functions: Vec<DesiredFunction>) -> DesiredState {
         key("eth0"),
         DesiredChain {
             xdp_mode: XdpMode::Auto,
+            tc: TcSettings::default(),
             settings: None,
             functions,
         },
@@ -339,22 +340,42 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                     let c = o.chains.get_mut(&cp.key).unwrap();
                     c.active[*index as usize].prog_id = c.functions[function].prog_id;
                 }
-                Action::Attach { mode, .. } => {
+                Action::Attach { target, .. } => {
                     let c = o.chains.get_mut(&cp.key).unwrap();
-                    c.link = Some(ObservedLink {
+                    let link = Some(ObservedLink {
                         id: 1,
                         prog_id: ROOT,
                         ifindex: IFINDEX,
                     });
-                    let actual = if *mode == XdpMode::Generic {
-                        XdpMode::Generic
-                    } else {
-                        XdpMode::Native
-                    };
-                    o.interfaces.insert(
-                        (cp.key.netns.clone(), cp.key.interface.clone()),
-                        present(vec![(actual, ROOT)]),
-                    );
+                    match target {
+                        AttachTarget::Xdp { mode } => {
+                            c.link = link;
+                            let actual = if *mode == XdpMode::Generic {
+                                XdpMode::Generic
+                            } else {
+                                XdpMode::Native
+                            };
+                            o.interfaces.insert(
+                                (cp.key.netns.clone(), cp.key.interface.clone()),
+                                present(vec![(actual, ROOT)]),
+                            );
+                        }
+                        AttachTarget::Tc {
+                            attach: TcAttach::Clsact,
+                            priority,
+                            ..
+                        } => {
+                            c.link = None;
+                            c.tc_filter = Some(ObservedFilter {
+                                priority: *priority,
+                                prog_id: Some(ROOT),
+                            });
+                        }
+                        AttachTarget::Tc { .. } => {
+                            c.link = link;
+                            c.tc_filter = None;
+                        }
+                    }
                 }
                 Action::ClearRevision { .. } => {
                     o.chains.get_mut(&cp.key).unwrap().inactive_used = false;
@@ -424,9 +445,17 @@ fn names(plan: &Plan) -> Vec<String> {
                     .join(" ")
             ),
             Action::ReplaceSlot { function, index } => format!("replace {function}@{index}"),
-            Action::Attach { mode, replace } => {
-                format!("attach {} replace={replace}", mode.as_str())
-            }
+            Action::Attach { target, replace } => match target {
+                AttachTarget::Xdp { mode } => format!("attach {} replace={replace}", mode.as_str()),
+                AttachTarget::Tc {
+                    attach, priority, ..
+                } => {
+                    format!(
+                        "attach tc {} prio {priority} replace={replace}",
+                        attach.as_str()
+                    )
+                }
+            },
             Action::ClearRevision { revision } => format!("clear {revision}"),
             Action::UnloadFunction { function } => format!("unload {function}"),
             Action::DestroyChain => "destroy".into(),
@@ -1078,4 +1107,69 @@ fn new_code_that_redefines_a_state_map_starts_it_empty_but_a_tampered_pin_is_an_
     };
     assert!(matches!(reason, LoadReason::Repair { .. }), "{reason:?}");
     assert!(reset_state.is_empty());
+}
+
+fn tc_desired(attach: TcAttach) -> DesiredState {
+    let mut d = DesiredState::default();
+    d.chains.insert(
+        ChainKey {
+            netns: None,
+            interface: "eth0".into(),
+            hook: Hook::TcIngress,
+        },
+        DesiredChain {
+            xdp_mode: XdpMode::Auto,
+            tc: TcSettings {
+                attach,
+                ..TcSettings::default()
+            },
+            settings: None,
+            functions: vec![func("bl", 10, &[1])],
+        },
+    );
+    d
+}
+
+#[test]
+fn tc_chains_attach_once_and_coexist_with_other_programs() {
+    // Another tool's programs on the interface never block a TC chain.
+    let mut o = no_chains_iface_up();
+    o.interfaces
+        .insert((None, "eth0".into()), present(vec![(XdpMode::Native, 77)]));
+    let d = tc_desired(TcAttach::Auto);
+    let p = run(&d, &o);
+    assert!(p.chains[0].blocked.is_none());
+    assert_eq!(
+        names(&p),
+        [
+            "create",
+            "load bl New",
+            "revision 1 [bl#0] Created",
+            "attach tc auto prio 1 replace=false"
+        ]
+    );
+    assert_converges(&d, &o);
+    // A chain on clsact moves to TCX when asked, and back.
+    let on_clsact = simulate(
+        &run(&tc_desired(TcAttach::Clsact), &o),
+        &tc_desired(TcAttach::Clsact),
+        &o,
+    );
+    assert!(
+        run(&tc_desired(TcAttach::Auto), &on_clsact).in_sync(),
+        "auto accepts clsact"
+    );
+    assert_eq!(
+        names(&run(&tc_desired(TcAttach::Tcx), &on_clsact)),
+        ["attach tc tcx prio 1 replace=true"]
+    );
+    assert_converges(&tc_desired(TcAttach::Tcx), &on_clsact);
+    // A clsact filter at another priority is re-added.
+    let mut moved = tc_desired(TcAttach::Clsact);
+    moved.chains.values_mut().next().unwrap().tc.priority = 7;
+    assert_eq!(
+        names(&run(&moved, &on_clsact)),
+        ["attach tc clsact prio 7 replace=true"]
+    );
+    assert_converges(&moved, &on_clsact);
 }

@@ -11,13 +11,15 @@ use crate::kernel::loader::shape_of;
 use crate::kernel::map::{ByteMap, MapError};
 use crate::kernel::netns::netns_path;
 use crate::kernel::sys::{self, SysError};
+use crate::kernel::tc::{self, Direction, TcError};
 use crate::kernel::xdp::{self, XdpError};
 use crate::layout::{BUILDING_SUFFIX, CHAIN_MAPS, FnPaths, Layout, parse_chain_dir_name};
-use crate::model::{ChainKey, XdpMode, map_type};
+use crate::model::{ChainKey, Hook, XdpMode, map_type};
 use model::{
     FnMeta, InterfaceState, ObservedChain, ObservedFunction, ObservedLink, ObservedMap,
     ObservedSlot, ObservedState,
 };
+use model::{ObservedFilter, chain_meta_clsact_created};
 
 /// Slots per revision (the ABI's KF_MAX_SLOTS).
 pub const SLOTS_PER_REVISION: u32 = crate::model::limits::MAX_SLOTS as u32;
@@ -49,6 +51,9 @@ pub enum StateError {
     /// An interface could not be queried.
     #[error(transparent)]
     Interface(#[from] XdpError),
+    /// An interface's TC filters could not be listed.
+    #[error(transparent)]
+    Tc(#[from] TcError),
 }
 
 /// Reads everything kfd has pinned under `layout`'s root, and the state of the
@@ -82,6 +87,14 @@ pub fn observe<'a>(
         state.interfaces.insert((netns, ifname), st);
     }
     Ok(state)
+}
+
+/// The TC side of a TC hook.
+pub fn tc_direction(hook: Hook) -> Direction {
+    match hook {
+        Hook::TcEgress => Direction::Egress,
+        Hook::Xdp | Hook::TcIngress => Direction::Ingress,
+    }
 }
 
 /// An interface's presence and XDP programs.
@@ -162,6 +175,25 @@ fn observe_chain(
             prog_id: info.prog_id,
             ifindex: info.ifindex,
         });
+    }
+
+    if key.hook != Hook::Xdp {
+        let netns = key.netns.as_deref().map(netns_path);
+        let dir = tc_direction(key.hook);
+        chain.tc_filter =
+            tc::our_filter(netns.as_deref(), &key.interface, dir)?.map(|f| ObservedFilter {
+                priority: f.priority,
+                prog_id: f.prog_id,
+            });
+        if let Some(meta) = open_map(&layout.chain_meta(key))? {
+            let raw = meta
+                .lookup_raw(&0u32.to_ne_bytes())
+                .map_err(|source| StateError::Map {
+                    path: layout.chain_meta(key),
+                    source,
+                })?;
+            chain.clsact_created = raw.as_deref().is_some_and(chain_meta_clsact_created);
+        }
     }
 
     if let (Some(Some(ctl)), Some(Some(progs))) = (maps.get("kf_ctl"), maps.get("kf_progs")) {

@@ -41,8 +41,12 @@ pub struct ObservedChain {
     pub complete: bool,
     /// The pinned root program's id.
     pub root_prog_id: Option<u32>,
-    /// The pinned link.
+    /// The pinned link (XDP, or TCX).
     pub link: Option<ObservedLink>,
+    /// TC with clsact: kfd's cls_bpf filter on the hook, if there.
+    pub tc_filter: Option<ObservedFilter>,
+    /// Whether kfd added the interface's clsact qdisc (so may remove it).
+    pub clsact_created: bool,
     /// The revision the root runs.
     pub active_rev: u32,
     /// Slots of the active revision, in order (index = position).
@@ -62,6 +66,31 @@ pub struct ObservedLink {
     pub prog_id: u32,
     /// The interface it is attached to; 0 when the interface went away.
     pub ifindex: u32,
+}
+
+/// kfd's clsact filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ObservedFilter {
+    /// Its priority.
+    pub priority: u16,
+    /// The program it runs.
+    pub prog_id: Option<u32>,
+}
+
+/// Size of a chain's pinned record (an ARRAY map of one element).
+pub const CHAIN_META_SIZE: usize = 8;
+
+/// Encodes the chain record: magic, then flags (bit 0: kfd added the clsact qdisc).
+pub fn chain_meta_bytes(clsact_created: bool) -> [u8; CHAIN_META_SIZE] {
+    let mut b = [0u8; CHAIN_META_SIZE];
+    b[0..4].copy_from_slice(b"KFDC");
+    b[4] = u8::from(clsact_created);
+    b
+}
+
+/// Whether a chain record says kfd added the clsact qdisc.
+pub fn chain_meta_clsact_created(b: &[u8]) -> bool {
+    b.len() >= 5 && &b[0..4] == b"KFDC" && b[4] & 1 != 0
 }
 
 /// One slot of the active revision: the program in it, if any.
