@@ -149,9 +149,7 @@ pub fn load(dir: &Path, snapshot: &Snapshot, rules: &ReadRules) -> Result<Loaded
         source,
     };
     if rules.strict_permissions {
-        let meta =
-            std::fs::metadata(dir).map_err(|source| dir_err(files::FileError::Io { source }))?;
-        files::check_trusted(dir, &meta, "the config dir").map_err(dir_err)?;
+        files::check_dir_trusted(dir).map_err(dir_err)?;
     }
     let names = files::list(dir).map_err(dir_err)?;
     let mut objects = Objects::default();
