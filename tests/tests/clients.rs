@@ -507,3 +507,30 @@ fn temporaries_and_backups_are_ignored() {
     assert!(!d.log()[mark..].contains("WARN"), "{}", d.log());
     assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]));
 }
+
+#[test]
+fn a_kubernetes_configmap_update_swaps_the_data_link() {
+    let env = env!();
+    let conf = env.conf();
+    // kubelet's atomic writer: files are symlinks through `..data`, which
+    // points at a timestamped dir and is replaced by a rename.
+    let publish = |version: u32, deny: &str| {
+        let dir = format!("..2026_11_22_00_00_0{version}.000000000");
+        fs::create_dir(conf.join(&dir)).expect("data dir");
+        fs::write(
+            conf.join(&dir).join(FILE),
+            env.blocklist_config(FN, &[deny]),
+        )
+        .expect("data file");
+        std::os::unix::fs::symlink(&dir, conf.join("..data_tmp")).expect("symlink");
+        fs::rename(conf.join("..data_tmp"), conf.join("..data")).expect("swap ..data");
+    };
+    publish(1, "203.0.113.0/24");
+    std::os::unix::fs::symlink(format!("..data/{FILE}"), conf.join(FILE)).expect("file link");
+    let d = env.daemon(&[]);
+    assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]), "{}", d.log());
+    let mark = d.mark();
+    publish(2, "198.51.100.0/24");
+    wait_deny(&env, &d, Some(&["198.51.100.0/24"]));
+    d.expect_log(mark, "(rescan: the config dir's ..data link changed)");
+}
