@@ -434,21 +434,154 @@ fn metrics_count_packets_and_maps_and_pass_promtool() {
     );
 }
 
+/// journald started for a test when none runs; stopped and its files
+/// removed on drop.
+struct Journald {
+    child: Option<std::process::Child>,
+    created: Vec<&'static str>,
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+impl Journald {
+    /// Whatever journald this machine has, or one started by hand
+    /// (volatile storage under /run/log/journal). None if there is none to start.
+    fn ensure() -> Option<Journald> {
+        if std::path::Path::new(JOURNAL_SOCKET).exists() {
+            return Some(Journald {
+                child: None,
+                created: Vec::new(),
+            });
+        }
+        let bin = "/lib/systemd/systemd-journald";
+        if !std::path::Path::new(bin).exists() {
+            return None;
+        }
+        let created = ["/run/systemd/journal", "/run/log/journal"]
+            .into_iter()
+            .filter(|p| !std::path::Path::new(p).exists())
+            .collect();
+        let child = Command::new(bin)
+            .env("SYSTEMD_LOG_LEVEL", "warning")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting systemd-journald");
+        let j = Journald {
+            child: Some(child),
+            created,
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || std::path::Path::new(
+                JOURNAL_SOCKET
+            )
+            .exists()),
+            "journald did not start"
+        );
+        Some(j)
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for p in &self.created {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// The journal entries of one process, as JSON objects.
+fn journal(pid: u32) -> Vec<serde_json::Value> {
+    let out = Command::new("journalctl")
+        .args(["--no-pager", "-o", "json", &format!("_PID={pid}")])
+        .output()
+        .expect("journalctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 #[test]
-fn journald_is_used_when_asked_and_stderr_when_it_cannot_be_reached() {
+fn logs_go_to_journald_with_fields_under_systemd_and_to_stderr_without_it() {
     let env = env!();
     env.write(
         "10-edge.yaml",
         &env.blocklist_config(FN, &["203.0.113.0/24"]),
     );
-    if std::path::Path::new("/run/systemd/journal/socket").exists() {
-        eprintln!("journald runs here: the fallback is not exercised");
-        return;
+    env.write("20-bad.yaml", "version: 1\nfunctions: [\n");
+    let required = std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1");
+
+    // Without journald, asking for it falls back to stderr.
+    if !std::path::Path::new(JOURNAL_SOCKET).exists() {
+        let d = env.daemon(&["--log-target", "journald"]);
+        assert!(
+            d.log().contains("journald is not reachable") && d.log().contains("logging to stderr"),
+            "{}",
+            d.log()
+        );
     }
-    let d = env.daemon(&["--log-target", "journald"]);
-    assert!(
-        d.log().contains("journald is not reachable") && d.log().contains("logging to stderr"),
-        "{}",
-        d.log()
+
+    let Some(_journald) = Journald::ensure() else {
+        assert!(
+            !required,
+            "systemd-journald is required with {REQUIRE_ENV}=1"
+        );
+        eprintln!("no journald to start: journald logging not checked");
+        return;
+    };
+    // As under systemd: stderr is a journal stream and $JOURNAL_STREAM
+    // names it; systemd-cat execs the command on such a stream.
+    let script = format!(
+        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec {} --config-dir {} --bpffs {} --state-dir {} run --metrics-address off --debounce 50ms",
+        kfd_tests::kfd_bin().display(),
+        env.conf().display(),
+        env.bpffs.display(),
+        env.dir.join("state").display()
     );
+    let mut child = Command::new("systemd-cat")
+        .args(["-t", "kfd-test", "sh", "-c", &script])
+        .spawn()
+        .expect("systemd-cat");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our child.
+            unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let guard = Kill(&mut child);
+    let field = |e: &serde_json::Value, k: &str| e[k].as_str().unwrap_or("").to_owned();
+    let find = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        let mut found = None;
+        wait_until(Duration::from_secs(20), || {
+            found = journal(pid).into_iter().find(|e| pred(e));
+            found.is_some()
+        });
+        found
+    };
+    let summary = find(&|e| field(e, "MESSAGE").starts_with("reconcile #1 (startup)"))
+        .unwrap_or_else(|| panic!("no pass in the journal: {:?}", journal(pid)));
+    assert_eq!(field(&summary, "SYSLOG_IDENTIFIER"), "kfd");
+    assert_eq!(field(&summary, "KFD_REASON"), "startup");
+    assert_eq!(field(&summary, "KFD_RESULT"), "success");
+    assert_eq!(field(&summary, "KFD_FILES_INVALID"), "1");
+    assert!(!field(&summary, "KFD_DURATION_MS").is_empty(), "{summary}");
+    let bad = env.conf().join("20-bad.yaml").display().to_string();
+    let error = find(&|e| field(e, "KFD_FILE") == bad && !field(e, "KFD_LINE").is_empty())
+        .unwrap_or_else(|| panic!("no config error in the journal: {:?}", journal(pid)));
+    assert_eq!(field(&error, "PRIORITY"), "4", "a warning");
+    assert_eq!(field(&error, "KFD_LINE"), "3");
+    assert!(
+        field(&error, "MESSAGE").starts_with(&format!("{bad}:3:1: ")),
+        "{error}"
+    );
+    drop(guard);
 }
