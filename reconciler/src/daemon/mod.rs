@@ -247,7 +247,7 @@ impl Daemon {
             self.config_dir.display()
         );
 
-        let signal = loop {
+        let stopped_by = loop {
             if self.in_flight.is_none()
                 && let Some(t) = self.forced.take()
             {
@@ -288,11 +288,11 @@ impl Daemon {
             }
         };
         if let Some(pass) = self.in_flight.take() {
-            info!("{signal}: finishing the reconcile in progress before exiting");
+            info!("{stopped_by}: finishing the reconcile in progress before exiting");
             let _ = pass.await;
         }
         self.notify(&[("STOPPING", "1")]);
-        info!("{signal}: exiting; the data plane stays attached");
+        info!("{stopped_by}: exiting; the data plane stays attached");
         Ok(())
     }
 
@@ -333,7 +333,6 @@ impl Daemon {
             Err(e) => {
                 error!(error = %e, "the reconcile pass panicked");
                 Outcome {
-                    converged: false,
                     retry: true,
                     status: format!("reconcile #{} panicked", self.seq),
                     links: None,

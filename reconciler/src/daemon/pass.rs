@@ -72,8 +72,6 @@ pub struct Reported(BTreeSet<String>);
 /// What the event loop needs from a pass.
 #[derive(Debug)]
 pub struct Outcome {
-    /// Every chain converged and the config was read.
-    pub converged: bool,
     /// A failure that may go away by itself (kernel, lock, I/O): retry with
     /// back-off. Chains waiting for their interface are not retried; link
     /// events wake them.
@@ -155,7 +153,6 @@ pub fn run(inst: &Instance, trigger: &Trigger, seq: u64, previous: Reported) -> 
                 ..Default::default()
             });
             Outcome {
-                converged: false,
                 retry: true,
                 status: format!("reconcile #{seq} failed: {e}"),
                 links: None,
@@ -422,7 +419,6 @@ fn report(
         .collect();
 
     Outcome {
-        converged: success,
         retry: !failing.is_empty(),
         status,
         links: Some(links),
