@@ -2,8 +2,9 @@
 # Self-contained demo of kfd on examples/config.d (run as root):
 #   1. creates two network namespaces joined by a veth:
 #      kfd-demo-client (client0) <-> kfd-demo-edge (edge0)
-#   2. `kfd plan`, then `kfd apply`: blocklist -> ratelimit -> counter on edge0
-#   3. sends UDP from allowed and denied documentation addresses
+#   2. `kfd plan`, then `kfd apply`: blocklist -> ratelimit -> counter on
+#      edge0's XDP hook, mark -> counter on its TC egress hook
+#   3. sends UDP from allowed and denied documentation addresses, and back
 #   4. shows `kfd status` (verdicts per function), then a config change and
 #      its `kfd plan`
 #   5. `kfd down` and removes everything it created, even on failure.
@@ -53,6 +54,8 @@ ip -n kfd-demo-edge link set edge0 up
 ip -n kfd-demo-edge route add default dev edge0
 mac=$(ip -n kfd-demo-edge -br link show edge0 | awk '{print $3}')
 ip -n kfd-demo-client neigh replace 10.10.0.2 lladdr "$mac" dev client0 nud permanent
+cmac=$(ip -n kfd-demo-client -br link show client0 | awk '{print $3}')
+ip -n kfd-demo-edge neigh replace 10.10.0.1 lladdr "$cmac" dev edge0 nud permanent
 
 echo; echo "== kfd validate"
 kfd validate
@@ -70,6 +73,9 @@ for src in 198.51.100.10 203.0.113.7 203.0.113.10 192.0.2.66; do
   esac
   printf '%s   # %s\n' "$("$TRAFFIC" kfd-demo-client kfd-demo-edge "$src" 10.10.0.2 200)" "$note"
 done
+
+echo; echo "== traffic the edge sends: 100 UDP packets to the client (tc-egress: tagged AF11, counted)"
+printf '%s\n' "$("$TRAFFIC" kfd-demo-edge kfd-demo-client 10.10.0.2 10.10.0.1 100)"
 
 echo; echo "== kfd status"
 kfd status

@@ -47,7 +47,7 @@ struct {
 	__type(value, __u32);
 } kf_progs SEC(".maps");
 
-/* Verdict counters, indexed by kf_slot.fn_id. They survive swaps and reorders. */
+/* Verdict counters, indexed by kf_fn_id. They survive swaps and reorders. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, KF_MAX_SLOTS);

@@ -103,6 +103,9 @@ pub struct Env {
     pub dir: PathBuf,
     /// kfd's bpffs root.
     pub bpffs: PathBuf,
+    /// The hook of the receiver's chain that `chain_dir`, `map` and `pass`
+    /// refer to: `xdp` unless a test picked another with `on_hook`.
+    pub hook: &'static str,
 }
 
 /// A finished kfd run.
@@ -157,6 +160,7 @@ impl Env {
             bpffs: PathBuf::from(format!("/sys/fs/bpf/kfdt-{id}")),
             dir,
             id,
+            hook: "xdp",
         };
         env.setup_network();
         Some(env)
@@ -331,9 +335,21 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// Points `chain_dir`, `map` and `pass` at the receiver's chain on `hook`.
+    pub fn on_hook(mut self, hook: &'static str) -> Self {
+        self.hook = hook;
+        self
+    }
+
+    /// The verdict name under which the receiver chain counts "go on":
+    /// `pass` (XDP_PASS) on XDP, `unspec` (TC_ACT_UNSPEC) on TC.
+    pub fn pass(&self) -> &'static str {
+        if self.hook == "xdp" { "pass" } else { "unspec" }
+    }
+
     /// The receiver chain's bpffs dir.
     pub fn chain_dir(&self) -> PathBuf {
-        self.bpffs.join(format!("xdp@{}@{}", self.if_b, self.ns_b))
+        self.chain_dir_of(self.hook, &self.if_b, &self.ns_b)
     }
 
     /// The bpffs dir of a chain on `hook` of `interface` in `netns`.
@@ -402,7 +418,7 @@ impl Env {
     pub fn attach_foreign_xdp(&self) -> PathBuf {
         let obj = self.dir.join("foreign.bpf.o");
         let bytes =
-            reconciler::builtin::object(reconciler::builtin::ObjectKind::Bench, "monolithic_xdp")
+            reconciler::builtin::object(reconciler::builtin::ObjectKind::Bench, "monolithic")
                 .expect("bench object");
         fs::write(&obj, bytes).expect("write object");
         sh(&[

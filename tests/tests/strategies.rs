@@ -21,9 +21,39 @@ macro_rules! env {
 
 const DENIED: &str = "203.0.113.7";
 
+/// The strategies behave the same on every hook: each of these tests runs
+/// on the receiver's XDP chain and on its TC ingress chain.
+macro_rules! on_every_hook {
+    ($($test:ident),* $(,)?) => {
+        mod xdp {
+            $(#[test]
+            fn $test() {
+                if let Some(env) = kfd_tests::Env::new(module_path!()) {
+                    super::$test(env);
+                }
+            })*
+        }
+        mod tc_ingress {
+            $(#[test]
+            fn $test() {
+                if let Some(env) = kfd_tests::Env::new(module_path!()) {
+                    super::$test(env.on_hook("tc-ingress"));
+                }
+            })*
+        }
+    };
+}
+
+on_every_hook!(
+    small_changes_go_entry_by_entry_and_large_ones_swap_the_list,
+    a_program_swap_keeps_the_ratelimit_buckets,
+    a_reorder_keeps_the_counts_and_the_verdict_counters,
+);
+
 fn head(env: &Env, name: &str, priority: u32, program: &str) -> String {
     format!(
-        "  - name: {name}\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: {priority}\n    program: {program}\n",
+        "  - name: {name}\n    interface: {i}\n    netns: {n}\n    hook: {h}\n    priority: {priority}\n    program: {program}\n",
+        h = env.hook,
         i = env.if_b,
         n = env.ns_b
     )
@@ -69,9 +99,7 @@ fn plan_text(env: &Env) -> String {
     p.stdout
 }
 
-#[test]
-fn small_changes_go_entry_by_entry_and_large_ones_swap_the_list() {
-    let env = env!();
+fn small_changes_go_entry_by_entry_and_large_ones_swap_the_list(env: Env) {
     env.add_source(DENIED);
     env.write(
         "10.yaml",
@@ -152,9 +180,7 @@ fn ratelimit(env: &Env, rate: u64, burst: u64) -> String {
     s
 }
 
-#[test]
-fn a_program_swap_keeps_the_ratelimit_buckets() {
-    let env = env!();
+fn a_program_swap_keeps_the_ratelimit_buckets(env: Env) {
     env.write("10.yaml", &ratelimit(&env, 1, 5));
     env.apply();
     let rx = env.receiver();
@@ -206,9 +232,7 @@ fn counted_chain(env: &Env, counter_first: bool) -> String {
     s
 }
 
-#[test]
-fn a_reorder_keeps_the_counts_and_the_verdict_counters() {
-    let env = env!();
+fn a_reorder_keeps_the_counts_and_the_verdict_counters(env: Env) {
     env.write("10.yaml", &counted_chain(&env, false));
     env.apply();
     let rx = env.receiver();
@@ -223,7 +247,7 @@ fn a_reorder_keeps_the_counts_and_the_verdict_counters() {
             .map_or(0, |e| e.sums[0])
     };
     assert_eq!(udp(&env), 10);
-    let pass = |env: &Env, f: &str| env.verdicts(f).get("pass").copied().unwrap_or(0);
+    let pass = |env: &Env, f: &str| env.verdicts(f).get(env.pass()).copied().unwrap_or(0);
     let (bl0, ctr0) = (pass(&env, "bl"), pass(&env, "ctr"));
     assert!(bl0 >= 10 && ctr0 >= 10);
 

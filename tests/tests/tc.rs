@@ -56,10 +56,15 @@ fn chain(
 
 const DENY: &str =
     "    maps:\n      deny_v4:\n        entries:\n          - {key: 203.0.113.0/24, value: 1}\n";
-/// mark: UDP to port 9999 gets skb->mark 0x42 (MARK_SET_MARK).
-const MARK_42: &str = "    maps:\n      rules:\n        entries:\n          - key: 0\n            value: {set: MARK_SET_MARK, mark: 0x42, proto: 17, dport_min: 9999, dport_max: 9999}\n";
-/// mark: UDP to port 9999 from 10.200.0.0/24 gets DSCP 46 (EF).
-const DSCP_EF: &str = "    maps:\n      rules:\n        entries:\n          - key: 0\n            value: {set: MARK_SET_DSCP, dscp: 46, proto: 17, dport_max: 9999, dport_min: 9999, src4: 10.200.0.0/24}\n";
+/// mark: 10.200.0.0/24 gets skb->mark 0x41, but its UDP to port 9999 gets
+/// 0x42: same prefix, more fields constrained, so it wins from index 1.
+const MARK_42: &str = "    maps:\n      rules:\n        entries:\n          - key: 0\n            value: {set: MARK_SET_MARK, mark: 0x41, src4: 10.200.0.0/24}\n          - key: 1\n            value: {set: MARK_SET_MARK, mark: 0x42, proto: 17, dport_min: 9999, dport_max: 9999, src4: 10.200.0.0/24}\n";
+/// mark: anything from 10.200.0.0/16 gets DSCP 10 (AF11), but UDP to port
+/// 9999 from 10.200.0.0/24 gets 46 (EF): the more specific rule wins even
+/// though it comes second.
+const DSCP_EF: &str = "    maps:\n      rules:\n        entries:\n          - key: 0\n            value: {set: MARK_SET_DSCP, dscp: 10, src4: 10.200.0.0/16}\n          - key: 1\n            value: {set: MARK_SET_DSCP, dscp: 46, proto: 17, dport_max: 9999, dport_min: 9999, src4: 10.200.0.0/24}\n";
+/// In 10.200.0.0/16 but not in 10.200.0.0/24.
+const WIDER: &str = "10.200.7.1";
 
 /// tagcount's `tags` map: (mark, dscp) → packets.
 fn tags(map: &ByteMap) -> BTreeMap<(u32, u32), u64> {
@@ -118,11 +123,36 @@ fn tc_ingress_drops_and_marks() {
         Some(&12),
         "marked by mk before tc saw them: {seen:?}"
     );
+
+    // Status and metrics show the TC chain as they show XDP ones.
+    let text = env.kfd(&["status"]).stdout;
+    assert!(
+        text.contains(&format!("{} tc-ingress", env.if_b)) && text.contains("attached (tcx)"),
+        "{text}"
+    );
+    let d = env.daemon(&[]);
+    let chain = format!(
+        "netns=\"{}\",interface=\"{}\",hook=\"tc-ingress\"",
+        env.ns_b, env.if_b
+    );
+    assert_eq!(
+        d.metric(&format!("kfd_chain_attached{{{chain}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        d.metric(&format!(
+            "kfd_function_packets_total{{{chain},function=\"bl\",verdict=\"shot\"}}"
+        )),
+        Some(10.0),
+        "{}",
+        d.scrape()
+    );
 }
 
 #[test]
 fn tc_egress_sets_the_dscp_the_receiver_sees() {
     let env = env!();
+    env.add_source(WIDER);
     let tagcount = format!("{{object: {}}}", env.test_object("tagcount").display());
     // The sender's egress marks; the receiver's ingress counts what arrives.
     let mut cfg = chain(
@@ -146,13 +176,16 @@ fn tc_egress_sets_the_dscp_the_receiver_sees() {
     env.apply();
     let rx = env.receiver();
     assert_eq!(env.send(A4, 15), 15);
+    assert_eq!(env.send(WIDER, 7), 7);
     assert_eq!(rx.wait_for(A4, 15, Duration::from_secs(3)), 15);
+    assert_eq!(rx.wait_for(WIDER, 7, Duration::from_secs(3)), 7);
     let dir = env.chain_dir_of("tc-ingress", &env.if_b, &env.ns_b);
-    let seen = tags(&env.map_in(&dir, "tc", "state", "tags"));
+    let mut seen = tags(&env.map_in(&dir, "tc", "state", "tags"));
+    seen.remove(&(0, 0)); // the kernel's own IPv6 chatter, untagged
     assert_eq!(
-        seen.get(&(0, 46)),
-        Some(&15),
-        "EF on every packet, checksum intact (they arrived): {seen:?}"
+        seen,
+        BTreeMap::from([((0, 46), 15), ((0, 10), 7)]),
+        "EF from the /24, AF11 from the rest of the /16, checksums intact (they arrived)"
     );
 }
 
@@ -386,8 +419,53 @@ fn the_clsact_fallback_attaches_drops_and_cleans_up_after_itself() {
     env.send(A4, 5);
     assert_eq!(rx.wait_for(A4, 5, Duration::from_secs(3)), 5);
     assert_eq!(rx.count(DENIED), 0);
-    // Re-apply is a no-op; a move to TCX adds the link before removing the filter.
-    assert_eq!(env.kfd(&["plan"]).code, 0);
+    assert_eq!(env.kfd(&["plan"]).code, 0, "re-apply is a no-op");
+
+    // Drift: someone points kfd's filter at another program. plan shows it,
+    // apply switches the filter back in place (no second filter, no gap).
+    let root_id = filters(&env)[0].1;
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &env.ns_b,
+        "tc",
+        "filter",
+        "replace",
+        "dev",
+        &env.if_b,
+        "ingress",
+        "prio",
+        "3",
+        "handle",
+        "0x6b6664",
+        "bpf",
+        "da",
+        "obj",
+        env.test_object("foreign_tc").to_str().unwrap(),
+        "sec",
+        "classifier",
+    ]);
+    assert_ne!(filters(&env)[0].1, root_id);
+    env.send(DENIED, 5);
+    assert_eq!(
+        rx.wait_for(DENIED, 5, Duration::from_secs(3)),
+        5,
+        "the chain was bypassed"
+    );
+    let plan = env.kfd(&["plan"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    env.apply();
+    assert_eq!(
+        filters(&env),
+        [(3, root_id)],
+        "kfd's root is back, in place"
+    );
+    env.send(DENIED, 5);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(rx.count(DENIED), 5, "dropped again");
+
+    // A move to TCX adds the link before removing the filter.
     env.write(
         "10.yaml",
         &chain(
@@ -411,5 +489,5 @@ fn the_clsact_fallback_attaches_drops_and_cleans_up_after_itself() {
     );
     env.send(DENIED, 5);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(rx.count(DENIED), 0, "still dropped on TCX");
+    assert_eq!(rx.count(DENIED), 5, "still dropped on TCX");
 }

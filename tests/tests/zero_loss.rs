@@ -1,6 +1,6 @@
 //! The zero-loss proof: continuous sequence-numbered UDP through the chain
 //! while kfd performs 100 entry updates, 100 map swaps, 100 program swaps and
-//! 100 chain reorders.
+//! 100 chain reorders on XDP, and 25 of each on TC ingress.
 //!
 //! - Flow A is always allowed: every one of its packets must arrive.
 //! - Flow D is in a denied range and toggles an allow-list entry on and off.
@@ -9,7 +9,7 @@
 //!   sent while it is not (after the removal returned, before the next add
 //!   started) must not. Packets sent while an apply runs may go either way.
 //!   Sends within `GUARD` of an apply's start are not judged: a packet reaches
-//!   XDP a little after `sendto()` returns.
+//!   the hook a little after `sendto()` returns.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -34,7 +34,8 @@ struct Layout {
 fn config(env: &Env, l: &Layout) -> String {
     let head = |name: &str, prio: u32, builtin: &str| {
         format!(
-            "  - name: {name}\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: {prio}\n    program: {{builtin: {builtin}}}\n",
+            "  - name: {name}\n    interface: {i}\n    netns: {n}\n    hook: {h}\n    priority: {prio}\n    program: {{builtin: {builtin}}}\n",
+            h = env.hook,
             i = env.if_b,
             n = env.ns_b
         )
@@ -70,10 +71,21 @@ struct Change {
 }
 
 #[test]
-fn no_packet_is_lost_or_misjudged_across_400_changes() {
-    let Some(env) = Env::new("zero_loss") else {
-        return;
-    };
+fn no_packet_is_lost_or_misjudged_across_400_changes_on_xdp() {
+    if let Some(env) = Env::new("zero_loss_xdp") {
+        no_packet_is_lost_or_misjudged(&env, 100);
+    }
+}
+
+#[test]
+fn no_packet_is_lost_or_misjudged_across_100_changes_on_tc_ingress() {
+    if let Some(env) = Env::new("zero_loss_tc") {
+        no_packet_is_lost_or_misjudged(&env.on_hook("tc-ingress"), 25);
+    }
+}
+
+/// `per_kind` changes of each kind under two flows, then the judgement.
+fn no_packet_is_lost_or_misjudged(env: &Env, per_kind: usize) {
     env.add_source(D);
     let mut layout = Layout {
         allow_d: true,
@@ -81,7 +93,7 @@ fn no_packet_is_lost_or_misjudged_across_400_changes() {
         rl_generation: 0,
         reordered: false,
     };
-    env.write("10.yaml", &config(&env, &layout));
+    env.write("10.yaml", &config(env, &layout));
     let t = Instant::now();
     env.apply();
     let mut changes = vec![Change {
@@ -96,7 +108,7 @@ fn no_packet_is_lost_or_misjudged_across_400_changes() {
 
     let mut strategies = BTreeSet::new();
     for kind in ["entries", "map swap", "program swap", "reorder"] {
-        for _ in 0..100 {
+        for _ in 0..per_kind {
             match kind {
                 "entries" => {
                     layout.swap_lists = false;
@@ -109,7 +121,7 @@ fn no_packet_is_lost_or_misjudged_across_400_changes() {
                 "program swap" => layout.rl_generation += 1,
                 _ => layout.reordered = !layout.reordered,
             }
-            env.write("10.yaml", &config(&env, &layout));
+            env.write("10.yaml", &config(env, &layout));
             let start = Instant::now();
             let run = env.apply().json();
             let end = Instant::now();

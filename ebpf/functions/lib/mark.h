@@ -45,8 +45,12 @@ struct mark_rule {
 	struct mark_prefix6 dst6;
 };
 
-/* rules: config, an array of MARK_RULES rules, tried in index order; the
- * first that matches is applied. */
+/* rules: config, an array of MARK_RULES rules. Of the rules that match, the
+ * most specific is applied: the longest prefixes (source + destination
+ * prefix lengths), then the most of protocol, source ports and destination
+ * ports constrained, then the lowest index. So "10.0.0.0/8 gets AF11 but
+ * 10.1.0.0/16 gets EF" and "10.1.0.0/16 gets AF11 but its UDP 5060 gets EF"
+ * hold whatever the order. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MARK_RULES);
@@ -84,23 +88,29 @@ static __always_inline int port_in(__u16 port, __u16 min, __u16 max)
 	return max == 0 || (port >= min && port <= max);
 }
 
+/* -1 if the rule does not match, else its specificity: the summed length
+ * of its prefixes, times 4, plus one for each of protocol, source ports and
+ * destination ports it constrains. */
 static __always_inline int mark_matches(const struct mark_rule *r, const struct kf_pkt *pkt)
 {
 	if (r->proto && r->proto != pkt->l4proto)
-		return 0;
+		return -1;
 	if (!port_in(pkt->sport, r->sport_min, r->sport_max) || !port_in(pkt->dport, r->dport_min, r->dport_max))
-		return 0;
+		return -1;
+	int len = 0;
 	if (r->src4.prefixlen || r->dst4.prefixlen) {
 		if (pkt->family != ETH_P_IP || !prefix4_match(&r->src4, pkt->saddr4) ||
 		    !prefix4_match(&r->dst4, pkt->daddr4))
-			return 0;
+			return -1;
+		len += (r->src4.prefixlen & 63) + (r->dst4.prefixlen & 63);
 	}
 	if (r->src6.prefixlen || r->dst6.prefixlen) {
 		if (pkt->family != ETH_P_IPV6 || !prefix6_match(&r->src6, &pkt->saddr6) ||
 		    !prefix6_match(&r->dst6, &pkt->daddr6))
-			return 0;
+			return -1;
+				len += (r->src6.prefixlen & 255) + (r->dst6.prefixlen & 255);
 	}
-	return 1;
+	return len * 4 + (r->proto != 0) + (r->sport_max != 0) + (r->dport_max != 0);
 }
 
 /* Rewrites the DSCP (keeping ECN), fixing the IPv4 header checksum. */
@@ -126,19 +136,42 @@ static __always_inline void set_dscp(struct __sk_buff *skb, const struct kf_pkt 
 	}
 }
 
+/* The scan over the rules runs under bpf_loop: its body is verified once,
+ * where an unrolled 32-rule scan that tracks the best match so far makes
+ * the verifier explore every combination and give up. */
+struct mark_scan {
+	struct kf_pkt pkt;
+	__u32 best;    /* index of the best rule so far, MARK_RULES if none */
+	int best_len;
+};
+
+static long mark_scan_rule(__u32 i, void *data)
+{
+	struct mark_scan *s = data;
+	__u32 key = i;
+	const struct mark_rule *r = bpf_map_lookup_elem(&rules, &key);
+	if (!r || !r->set)
+		return 0;
+	int len = mark_matches(r, &s->pkt);
+	if (len > s->best_len) {
+		s->best = i;
+		s->best_len = len;
+	}
+	return 0;
+}
+
 static __always_inline void mark_packet(struct __sk_buff *skb, const struct kf_pkt *pkt)
 {
-	for (__u32 i = 0; i < MARK_RULES; i++) {
-		__u32 key = i;
-		struct mark_rule *r = bpf_map_lookup_elem(&rules, &key);
-		if (!r || !r->set || !mark_matches(r, pkt))
-			continue;
-		if (r->set & MARK_SET_MARK)
-			skb->mark = r->mark;
-		if ((r->set & MARK_SET_DSCP) && pkt->family)
-			set_dscp(skb, pkt, r->dscp & 63);
+	struct mark_scan scan = { .pkt = *pkt, .best = MARK_RULES, .best_len = -1 };
+	bpf_loop(MARK_RULES, mark_scan_rule, &scan, 0);
+	__u32 key = scan.best;
+	const struct mark_rule *best = bpf_map_lookup_elem(&rules, &key);
+	if (!best)
 		return;
-	}
+	if (best->set & MARK_SET_MARK)
+		skb->mark = best->mark;
+	if ((best->set & MARK_SET_DSCP) && pkt->family)
+		set_dscp(skb, pkt, best->dscp & 63);
 }
 
 #endif

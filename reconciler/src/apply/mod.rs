@@ -11,7 +11,7 @@
 mod steps;
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -225,6 +225,11 @@ enum Undo {
         priority: u16,
         drop_qdisc: bool,
     },
+    /// Switch kfd's clsact filter back to the program it ran.
+    Refilter {
+        priority: u16,
+        prog: OwnedFd,
+    },
 }
 
 struct ChainRun<'a> {
@@ -372,6 +377,21 @@ impl<'a> ChainRun<'a> {
                     crate::state::tc_direction(self.key.hook),
                     priority,
                     drop_qdisc,
+                )?;
+            }
+            Undo::Refilter { priority, prog } => {
+                let netns = self
+                    .key
+                    .netns
+                    .as_deref()
+                    .map(crate::kernel::netns::netns_path);
+                crate::kernel::tc::attach_clsact(
+                    netns.as_deref(),
+                    &self.key.interface,
+                    crate::state::tc_direction(self.key.hook),
+                    prog.as_fd(),
+                    priority,
+                    true,
                 )?;
             }
         }

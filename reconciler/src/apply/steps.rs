@@ -604,21 +604,35 @@ impl<'a> ChainRun<'a> {
                 }
             }
             None => {
-                if old_filter.is_some_and(|f| f.priority != priority) {
-                    // Another priority: the new filter is added next to the old.
-                } else if old_filter.is_some() {
-                    // Same handle and priority: replace in place (remove, add).
-                    tc::detach_clsact(netns.as_deref(), iface, dir, priority, false)?;
-                }
-                let created =
-                    tc::attach_clsact(netns.as_deref(), iface, dir, root.as_fd(), priority)?;
+                // Same priority: the filter switches programs in place, and
+                // undo switches it back. Another priority: the new filter is
+                // added next to the old one, which goes once it serves.
+                let same = old_filter.filter(|f| f.priority == priority);
+                let previous = match same.and_then(|f| f.prog_id) {
+                    Some(id) => Some(sys::prog_fd_by_id(id).map_err(|source| ApplyError::Sys {
+                        what: format!("opening the program of kfd's filter on {iface}"),
+                        source,
+                    })?),
+                    None => None,
+                };
+                let created = tc::attach_clsact(
+                    netns.as_deref(),
+                    iface,
+                    dir,
+                    root.as_fd(),
+                    priority,
+                    same.is_some(),
+                )?;
                 let was_created = self.observed.is_some_and(|c| c.clsact_created);
                 if created || was_created {
                     self.write_chain_meta(true)?;
                 }
-                self.undo.push(Undo::Unfilter {
-                    priority,
-                    drop_qdisc: created,
+                self.undo.push(match previous {
+                    Some(prog) => Undo::Refilter { priority, prog },
+                    None => Undo::Unfilter {
+                        priority,
+                        drop_qdisc: created,
+                    },
                 });
                 if let Some(f) = old_filter.filter(|f| f.priority != priority) {
                     tc::detach_clsact(netns.as_deref(), iface, dir, f.priority, false)?;

@@ -127,6 +127,26 @@ fn the_bundled_example_loads() {
     let mut want = 1000u64.to_le_bytes().to_vec();
     want.extend(50u64.to_le_bytes());
     assert_eq!(rl.entries.get(&0u32.to_le_bytes()), Some(&want[..]));
+
+    let egress = &l.desired.chains[&ChainKey {
+        hook: Hook::TcEgress,
+        ..key
+    }];
+    assert_eq!(egress.tc, crate::model::TcSettings::default());
+    let names: Vec<&str> = egress.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["egress-mark", "egress-counter"]);
+    let rules = &egress.functions[0].maps["rules"];
+    let sip = rules
+        .entries
+        .get(&1u32.to_ne_bytes())
+        .map(|v| rules.format.value(v))
+        .expect("rule 1");
+    assert!(
+        sip.contains("set: MARK_SET_BOTH")
+            && sip.contains("dscp: 46")
+            && sip.contains("dst4: 10.10.0.0/24"),
+        "{sip}"
+    );
 }
 
 #[test]

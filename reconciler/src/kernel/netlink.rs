@@ -404,10 +404,14 @@ pub fn add_bpf_filter(
     handle: u32,
     prog: BorrowedFd<'_>,
     name: &str,
+    replace: bool,
 ) -> Result<(), NetlinkError> {
+    // Without NLM_F_EXCL an existing filter with this handle and priority
+    // gets the new program in one RCU swap (`tc filter replace`).
+    let exclusive = if replace { 0 } else { NLM_F_EXCL };
     let mut req = Request::new(
         RTM_NEWTFILTER,
-        NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        NLM_F_ACK | NLM_F_CREATE | exclusive,
         &tcmsg(ifindex, handle, side.parent(), filter_info(priority)),
     );
     let mut cname = name.as_bytes().to_vec();

@@ -124,13 +124,16 @@ pub fn attach_tcx(
 }
 
 /// Attaches `prog` as kfd's cls_bpf filter (direct action) at `priority`,
-/// adding a clsact qdisc if there is none. Returns whether kfd added the qdisc.
+/// adding a clsact qdisc if there is none. With `replace`, kfd's filter at
+/// that priority, if there, switches to `prog` atomically. Returns whether
+/// kfd added the qdisc.
 pub fn attach_clsact(
     netns: Option<&Path>,
     interface: &str,
     dir: Direction,
     prog: BorrowedFd<'_>,
     priority: u16,
+    replace: bool,
 ) -> Result<bool, TcError> {
     netns::run_in(netns, || {
         let ifindex = ifindex(interface)?;
@@ -143,6 +146,7 @@ pub fn attach_clsact(
             FILTER_HANDLE,
             prog,
             "kfd_root",
+            replace,
         );
         if let Err(e) = added {
             if created {

@@ -1,13 +1,15 @@
 //! kfd benchmarks (run as root, release build):
 //!
 //! ```text
-//! cargo run --release -p kfd-tests --bin kfd-bench -- [datapath|control|all] [--entries N]
+//! cargo run --release -p kfd-tests --bin kfd-bench -- [datapath|control|strategies|all] [--entries N]
 //! ```
 //!
-//! - `datapath`: ns/packet under BPF_PROG_TEST_RUN of the example chain
-//!   (root + blocklist + ratelimit + counter, applied by kfd) against one
-//!   monolithic program doing the same work on the same maps, alternating
-//!   in the same run; reports medians and the cost per hop.
+//! - `datapath`: ns/packet under BPF_PROG_TEST_RUN of chains applied by kfd
+//!   (the example XDP chain root + blocklist + ratelimit + counter, the same
+//!   on TC ingress, and the example TC egress chain root + mark + counter)
+//!   against one monolithic program doing the same work on the same map
+//!   contents, alternating in the same run; reports medians, the cost per
+//!   hop, and the floor (empty KFs) for XDP and TC.
 //! - `control`: `kfd apply` of a generated config with N (default 1,000,000)
 //!   deny_v4 entries: time per stage, peak RSS, the kernel phase against a
 //!   raw BPF_MAP_UPDATE_BATCH of the same entries in the same run, and a
@@ -82,16 +84,20 @@ fn deny_entries(n: usize) -> EntrySet {
     EntrySet::from_unsorted(8, 1, keys, vec![1; n]).expect("unique keys")
 }
 
-fn datapath() {
-    let Some(env) = Env::new("bench-datapath") else {
-        return;
-    };
+/// The example XDP chain's functions (blocklist with `DENY` entries,
+/// ratelimit, counter) on `hook` of the receiver.
+fn three_kf_chain(env: &Env, hook: &str) -> String {
     const DENY: usize = 10_000;
-    let mut cfg = format!(
-        "version: 1\nfunctions:\n  - name: bl\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: 10\n    program: {{builtin: blocklist}}\n    maps:\n      deny_v4:\n        entries:\n",
-        i = env.if_b,
-        n = env.ns_b
-    );
+    let head = |name: &str, prio: u32, builtin: &str| {
+        format!(
+            "  - name: {name}\n    interface: {i}\n    netns: {n}\n    hook: {hook}\n    priority: {prio}\n    program: {{builtin: {builtin}}}\n",
+            i = env.if_b,
+            n = env.ns_b
+        )
+    };
+    let mut cfg = String::from("version: 1\nfunctions:\n");
+    cfg += &head("bl", 10, "blocklist");
+    cfg += "    maps:\n      deny_v4:\n        entries:\n";
     for i in 0..DENY as u32 {
         let a = (0x0a00_0000 + i).to_be_bytes();
         let _ = writeln!(
@@ -100,52 +106,115 @@ fn datapath() {
             a[0], a[1], a[2], a[3]
         );
     }
-    let _ = write!(
-        cfg,
-        "  - name: rl\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: 20\n    program: {{builtin: ratelimit}}\n    maps:\n      rl_config:\n        entries:\n          - {{key: 0, value: {{rate_pps: 1000000000, burst: 1000000000}}}}\n  - name: ctr\n    interface: {i}\n    netns: {n}\n    hook: xdp\n    priority: 30\n    program: {{builtin: counter}}\n",
-        i = env.if_b,
-        n = env.ns_b
-    );
-    env.write("10-bench.yaml", &cfg);
-    env.apply();
-    let root = sys::obj_get(&env.chain_dir().join("root")).expect("root pinned");
+    cfg += &head("rl", 20, "ratelimit");
+    cfg += "    maps:\n      rl_config:\n        entries:\n          - {key: 0, value: {rate_pps: 1000000000, burst: 1000000000}}\n";
+    cfg += &head("ctr", 30, "counter");
+    cfg
+}
 
-    // The same work in one program, on maps filled the same way.
+/// examples/config.d/40-tc-egress.yaml (mark, counter), moved onto the
+/// receiver's interface.
+fn example_tc_chain(env: &Env) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/config.d/40-tc-egress.yaml"
+    );
+    std::fs::read_to_string(path)
+        .expect("examples/config.d/40-tc-egress.yaml")
+        .replace("interface: edge0", &format!("interface: {}", env.if_b))
+        .replace("netns: kfd-demo-edge", &format!("netns: {}", env.ns_b))
+}
+
+/// A chain applied by kfd against its work done in one program.
+struct Case {
+    title: &'static str,
+    hook: &'static str,
+    monolithic: &'static str,
+    kind: ProgKind,
+    /// Tail calls per packet: root → first KF, then one per further KF.
+    hops: f64,
+}
+
+fn datapath() {
+    let Some(env) = Env::new("bench-datapath") else {
+        return;
+    };
+    env.write("10-xdp.yaml", &three_kf_chain(&env, "xdp"));
+    env.write("20-tc-ingress.yaml", &three_kf_chain(&env, "tc-ingress"));
+    env.write("30-tc-egress.yaml", &example_tc_chain(&env));
+    env.apply();
+    let pkt = packet([198, 51, 100, 20]);
+    println!(
+        "datapath (BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} paired rounds; 10,000 deny entries; medians):"
+    );
+    for case in [
+        Case {
+            title: "xdp: root + blocklist + ratelimit + counter (the example XDP chain)",
+            hook: "xdp",
+            monolithic: "monolithic_xdp",
+            kind: ProgKind::Xdp,
+            hops: 3.0,
+        },
+        Case {
+            title: "tc-ingress: root + blocklist + ratelimit + counter",
+            hook: "tc-ingress",
+            monolithic: "monolithic_tc",
+            kind: ProgKind::Classifier,
+            hops: 3.0,
+        },
+        Case {
+            title: "tc-egress: root + mark + counter (the example TC chain)",
+            hook: "tc-egress",
+            monolithic: "monolithic_tc_mark",
+            kind: ProgKind::Classifier,
+            hops: 2.0,
+        },
+    ] {
+        compare(&env, &case, &pkt);
+    }
+    floor(&pkt, ProgKind::Xdp);
+    floor(&pkt, ProgKind::Classifier);
+}
+
+const REPEAT: u32 = 1_000_000;
+const ROUNDS: usize = 41;
+
+/// Loads `case.monolithic` on maps filled like the chain's config maps,
+/// then runs both alternately.
+fn compare(env: &Env, case: &Case, pkt: &[u8]) {
+    let dir = env.chain_dir_of(case.hook, &env.if_b, &env.ns_b);
+    let root = sys::obj_get(&dir.join("root")).expect("root pinned");
     let mono = loader::load(&LoadRequest {
-        object: object(ObjectKind::Bench, "monolithic_xdp").expect("bench object"),
-        program: "monolithic_xdp",
-        kind: ProgKind::Xdp,
+        object: object(ObjectKind::Bench, "monolithic").expect("bench object"),
+        program: case.monolithic,
+        kind: case.kind,
         pinned: Vec::new(),
         globals: Vec::new(),
     })
     .expect("load monolithic");
-    mono.maps["deny_v4"]
-        .update_batch(&deny_entries(DENY))
-        .expect("fill deny_v4");
-    let mut rl = EntrySet::new(4, 16);
-    rl.insert(
-        &0u32.to_ne_bytes(),
-        &[
-            1_000_000_000u64.to_ne_bytes(),
-            1_000_000_000u64.to_ne_bytes(),
-        ]
-        .concat(),
-    );
-    mono.maps["rl_config"]
-        .update_batch(&rl)
-        .expect("fill rl_config");
-
-    let pkt = packet([198, 51, 100, 20]);
-    const REPEAT: u32 = 1_000_000;
-    const ROUNDS: usize = 41;
+    // The same entries as the chain's config maps.
+    for f in std::fs::read_dir(dir.join("fn")).expect("fn dir").flatten() {
+        for m in std::fs::read_dir(f.path().join("maps"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = m.file_name().to_string_lossy().into_owned();
+            if let Some(to) = mono.maps.get(&name) {
+                let from = ByteMap::from_pin(&m.path()).expect("chain map");
+                to.update_batch(&from.read_all().expect("read chain map"))
+                    .expect("fill monolithic map");
+            }
+        }
+    }
     let (mut chain, mut monolithic) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let c = sys::prog_test_run(root.as_fd(), &pkt, REPEAT).expect("test_run chain");
-        let m = sys::prog_test_run(mono.prog.as_fd(), &pkt, REPEAT).expect("test_run monolithic");
+        let c = sys::prog_test_run(root.as_fd(), pkt, REPEAT).expect("test_run chain");
+        let m = sys::prog_test_run(mono.prog.as_fd(), pkt, REPEAT).expect("test_run monolithic");
         assert_eq!(
-            (c.retval, m.retval),
-            (2, 2),
-            "both must pass the packet (XDP_PASS)"
+            c.retval, m.retval,
+            "{}: both must give the same verdict",
+            case.title
         );
         chain.push(f64::from(c.duration_ns));
         monolithic.push(f64::from(m.duration_ns));
@@ -154,32 +223,34 @@ fn datapath() {
     // (virtual) machine cancel out in the per-round difference.
     let diffs: Vec<f64> = chain.iter().zip(&monolithic).map(|(c, m)| c - m).collect();
     let ((c, cmin), (m, mmin), (d, _)) = (stats(chain), stats(monolithic), stats(diffs));
-    let hops = 3.0; // root→blocklist, blocklist→ratelimit, ratelimit→counter
+    println!("  {}:", case.title);
     println!(
-        "datapath (BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} paired rounds; {DENY} deny entries):"
-    );
-    println!(
-        "  chain (root + blocklist + ratelimit + counter): median {c:.1} ns/packet (min {cmin:.1})"
-    );
-    println!(
-        "  monolithic program, same work and maps:          median {m:.1} ns/packet (min {mmin:.1})"
-    );
-    println!(
-        "  chaining cost (median of paired differences): {d:.1} ns, {:.2} ns per hop ({hops} tail calls); ratio {:.2}x",
-        d / hops,
+        "    chain {c:.1} ns/packet (min {cmin:.1}), one program doing the same {m:.1} (min {mmin:.1}); ratio {:.2}x",
         c / m
     );
-    floor(&pkt);
+    println!(
+        "    chaining cost (median of paired differences): {d:.1} ns, {:.2} ns per hop ({} tail calls)",
+        d / case.hops,
+        case.hops
+    );
 }
 
 /// The cost of a bare hop on this machine: root + 3 KFs that do nothing
 /// but `kf_next`, against the empty program, paired the same way.
-fn floor(pkt: &[u8]) {
+fn floor(pkt: &[u8], kind: ProgKind) {
     use reconciler::kernel::bpffs;
     use reconciler::kernel::loader::PinnedMap;
-    let dir = std::path::PathBuf::from(format!("/sys/fs/bpf/kfd-bench-{}", std::process::id()));
+    use reconciler::model::Hook;
+    let (hook, kf, empty, label) = match kind {
+        ProgKind::Xdp => (Hook::Xdp, "kf_pass", "xdp_pass", "xdp"),
+        ProgKind::Classifier => (Hook::TcIngress, "kf_pass_tc", "tc_pass", "tc"),
+    };
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/kfd-bench-{}-{label}",
+        std::process::id()
+    ));
     bpffs::ensure_root(&dir).expect("bpffs");
-    let root_img = reconciler::builtin::root(reconciler::model::Hook::Xdp).expect("root object");
+    let root_img = reconciler::builtin::root(hook).expect("root object");
     let pins: Vec<PinnedMap<'_>> = root_img
         .chain_maps
         .iter()
@@ -194,7 +265,7 @@ fn floor(pkt: &[u8]) {
             loader::load(&LoadRequest {
                 object,
                 program,
-                kind: ProgKind::Xdp,
+                kind,
                 pinned,
                 globals,
             })
@@ -202,12 +273,17 @@ fn floor(pkt: &[u8]) {
         };
     let root = load(root_img.bytes, root_img.symbol, pins.clone(), Vec::new());
     let kf_pass = object(ObjectKind::Bench, "kf_pass").expect("kf_pass object");
+    // "Go on" after the pass verdict of the hook (its bit in proceed_on).
+    let go_on = hook
+        .verdict_bit("pass")
+        .or(hook.verdict_bit("unspec"))
+        .expect("a pass verdict");
     let mut kfs = Vec::new();
     for slot in 0..3u32 {
-        let (idx, pass) = (slot.to_le_bytes(), (1u32 << 2).to_le_bytes());
+        let (idx, pass) = (slot.to_le_bytes(), (1u32 << go_on).to_le_bytes());
         let l = load(
             kf_pass,
-            "kf_pass",
+            kf,
             pins.clone(),
             vec![
                 ("kf_slot_idx", &idx[..]),
@@ -222,20 +298,21 @@ fn floor(pkt: &[u8]) {
     }
     let empty = load(
         object(ObjectKind::Bench, "xdp_pass").expect("xdp_pass object"),
-        "xdp_pass",
+        empty,
         Vec::new(),
         Vec::new(),
     );
-    let diffs: Vec<f64> = (0..41)
+    let diffs: Vec<f64> = (0..ROUNDS)
         .map(|_| {
-            let c = sys::prog_test_run(root.prog.as_fd(), pkt, 1_000_000).expect("run");
-            let e = sys::prog_test_run(empty.prog.as_fd(), pkt, 1_000_000).expect("run");
+            let c = sys::prog_test_run(root.prog.as_fd(), pkt, REPEAT).expect("run");
+            let e = sys::prog_test_run(empty.prog.as_fd(), pkt, REPEAT).expect("run");
+            assert_eq!(c.retval, e.retval, "the floor chain must pass the packet");
             f64::from(c.duration_ns) - f64::from(e.duration_ns)
         })
         .collect();
     let (d, _) = stats(diffs);
     println!(
-        "  floor on this machine: root + 3 empty KFs cost {d:.1} ns over an empty program, {:.2} ns per hop",
+        "  floor ({label}): root + 3 empty KFs cost {d:.1} ns over an empty program, {:.2} ns per hop",
         d / 3.0
     );
     drop(kfs);
