@@ -906,4 +906,6 @@ pub fn group(n: usize) -> String {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

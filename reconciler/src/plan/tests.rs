@@ -130,7 +130,7 @@ fn desired(functions: Vec<DesiredFunction>) -> DesiredState {
     d
 }
 
-const IFINDEX: u32 = 7;
+pub(super) const IFINDEX: u32 = 7;
 const ROOT: u32 = 900;
 
 fn present(xdp: Vec<(XdpMode, u32)>) -> InterfaceState {
@@ -153,13 +153,16 @@ fn applied(d: &DesiredState) -> ObservedState {
 }
 
 /// A model of `apply`: the observed state after executing `plan`.
-fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedState {
+pub(super) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedState {
     let mut o = before.clone();
-    let mut next_id = 1000
-        + o.chains
-            .values()
-            .map(|c| c.functions.len() as u32 * 10)
-            .sum::<u32>();
+    // New program ids follow every id in use (as the kernel's do).
+    let mut next_id = o
+        .chains
+        .values()
+        .flat_map(|c| c.functions.values().filter_map(|f| f.prog_id))
+        .max()
+        .unwrap_or(0)
+        .max(1000);
     for cp in &plan.chains {
         assert!(cp.blocked.is_none(), "simulate only unblocked plans");
         let want = d.chains.get(&cp.key);
@@ -213,11 +216,13 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                         .collect();
                     // A relink shares the live maps; a fresh load starts them from config.
                     let maps = if *fresh_maps { fresh } else { old.maps.clone() };
+                    // Whatever is not a config map stays (or starts as) a state map;
+                    // a relink keeps the live roles (ManageMap/UnmanageMap move them).
                     let state = f
                         .program
                         .maps
                         .iter()
-                        .filter(|(n, _)| !f.maps.contains_key(*n))
+                        .filter(|(n, _)| !maps.contains_key(*n))
                         .map(|(n, s)| {
                             let kept = old_state.get(n).filter(|m| m.shape == *s).cloned();
                             (
@@ -389,10 +394,13 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
                 }
                 Action::DestroyChain => {
                     o.chains.remove(&cp.key);
-                    o.interfaces.insert(
-                        (cp.key.netns.clone(), cp.key.interface.clone()),
-                        present(vec![]),
-                    );
+                    // Only an XDP root sits on the interface's XDP hook.
+                    if cp.key.hook == Hook::Xdp {
+                        o.interfaces.insert(
+                            (cp.key.netns.clone(), cp.key.interface.clone()),
+                            present(vec![]),
+                        );
+                    }
                 }
             }
         }
@@ -400,7 +408,7 @@ fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedSt
     o
 }
 
-fn names(plan: &Plan) -> Vec<String> {
+pub(super) fn names(plan: &Plan) -> Vec<String> {
     plan.chains
         .iter()
         .flat_map(|c| c.actions.iter())
