@@ -214,6 +214,8 @@ pub fn action_labels(a: &Action) -> (&'static str, &'static str) {
         Action::ClearRevision { .. } => ("clear_revision", "revision_flip"),
         Action::UnloadFunction { .. } => ("unload_function", "cleanup"),
         Action::DestroyChain => ("destroy_chain", "chain"),
+        Action::RecoverFunction { .. } => ("recover_function", "recovery"),
+        Action::RemoveLeftover { .. } => ("remove_leftover", "recovery"),
     }
 }
 

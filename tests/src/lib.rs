@@ -21,6 +21,8 @@ pub use reconciler;
 use reconciler::kernel::map::ByteMap;
 use reconciler::kernel::netns;
 
+pub mod census;
+
 include!(concat!(env!("OUT_DIR"), "/test_objects.rs"));
 
 /// Set to 1 to make skipped kernel tests fail.
@@ -111,8 +113,10 @@ pub struct Env {
 /// A finished kfd run.
 #[derive(Debug)]
 pub struct Run {
-    /// Exit code.
+    /// Exit code (-1 if a signal ended it).
     pub code: i32,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
     /// Standard output.
     pub stdout: String,
     /// Standard error.
@@ -129,8 +133,10 @@ impl Run {
 
 impl From<Output> for Run {
     fn from(o: Output) -> Self {
+        use std::os::unix::process::ExitStatusExt as _;
         Self {
             code: o.status.code().unwrap_or(-1),
+            signal: o.status.signal(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }
@@ -282,6 +288,11 @@ impl Env {
 
     /// Runs kfd with this world's dirs.
     pub fn kfd(&self, args: &[&str]) -> Run {
+        self.kfd_with_env(args, &[])
+    }
+
+    /// [`Env::kfd`] with extra environment variables.
+    pub fn kfd_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
         Command::new(kfd_bin())
             .arg("--config-dir")
             .arg(self.conf())
@@ -290,6 +301,7 @@ impl Env {
             .arg("--state-dir")
             .arg(self.dir.join("state"))
             .args(args)
+            .envs(vars.iter().copied())
             .output()
             .expect("running kfd")
             .into()

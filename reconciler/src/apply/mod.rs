@@ -8,7 +8,10 @@
 //! leaks. Cleanup runs after the commit stands; a failure there is reported
 //! but the new configuration stays in force.
 
+pub mod failpoint;
 mod steps;
+
+use failpoint::hit;
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd as _, OwnedFd};
@@ -290,9 +293,11 @@ impl<'a> ChainRun<'a> {
         // Committed: nothing to undo any more.
         self.undo.clear();
         for dir in std::mem::take(&mut self.retired) {
+            hit("before-unpin");
             if let Err(e) = bpffs::remove_tree(&dir) {
                 cleanup_error.get_or_insert(e.into());
             }
+            hit("after-unpin");
         }
         match cleanup_error {
             Some(e) => Err(ApplyError::Cleanup(Box::new(e))),
@@ -407,8 +412,11 @@ impl<'a> ChainRun<'a> {
         value[..4].copy_from_slice(&revision.to_ne_bytes());
         value[4..].copy_from_slice(&crate::model::ABI_VERSION.to_ne_bytes());
         let ctl = self.chain_map("kf_ctl")?;
+        hit("before-flip");
         ctl.update(&0u32.to_ne_bytes(), &value)
-            .map_err(|source| map_err(&self.layout.chain_map(self.key, "kf_ctl"), source))
+            .map_err(|source| map_err(&self.layout.chain_map(self.key, "kf_ctl"), source))?;
+        hit("after-flip");
+        Ok(())
     }
 }
 
@@ -442,7 +450,9 @@ pub fn destroy_chain(
             observed.is_some_and(|c| c.clsact_created),
         )?;
     }
+    hit("before-unpin");
     bpffs::remove_tree(&layout.chain_dir(key))?;
+    hit("after-unpin");
     Ok(())
 }
 

@@ -4,6 +4,7 @@ use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::Path;
 use std::time::Instant;
 
+use super::failpoint::hit;
 use super::{ApplyError, Built, ChainRun, Undo, detach_link, map_err, open_map};
 use crate::desired::DesiredFunction;
 use crate::entries::EntrySet;
@@ -106,8 +107,26 @@ impl<'a> ChainRun<'a> {
             Action::ReplaceSlot { function, index } => self.replace_slot(function, *index),
             Action::Attach { target, replace } => self.attach(*target, *replace),
             Action::ClearRevision { revision } => self.clear_revision(*revision),
+            Action::RecoverFunction { function } => {
+                let retired = self.layout.fn_retired_dir(self.key, function);
+                bpffs::rename(&retired, &self.layout.fn_dir(self.key, function))?;
+                Ok(())
+            }
+            Action::RemoveLeftover { name } => {
+                let path = self.layout.chain_dir(self.key).join(name);
+                hit("before-unpin");
+                if name.starts_with("link") {
+                    detach_link(&path)?;
+                } else {
+                    bpffs::remove_tree(&path)?;
+                }
+                hit("after-unpin");
+                Ok(())
+            }
             Action::UnloadFunction { function } => {
+                hit("before-unpin");
                 bpffs::remove_tree(&self.layout.fn_dir(self.key, function))?;
+                hit("after-unpin");
                 Ok(())
             }
         }
@@ -147,6 +166,7 @@ impl<'a> ChainRun<'a> {
         bpffs::create_dir_all(&self.layout.functions_dir(self.key))?;
         let root = crate::builtin::root(self.key.hook)?;
         let pinned = self.chain_pins(&root.chain_maps);
+        hit("before-load");
         let loaded = loader::load(&LoadRequest {
             object: root.bytes,
             program: root.symbol,
@@ -154,12 +174,15 @@ impl<'a> ChainRun<'a> {
             pinned,
             globals: Vec::new(),
         })?;
+        hit("after-load");
+        hit("before-pin");
         sys::obj_pin(loaded.prog.as_fd(), &self.layout.root_prog(self.key)).map_err(|source| {
             ApplyError::Sys {
                 what: "pinning the root program".into(),
                 source,
             }
         })?;
+        hit("after-pin");
         self.root = Some(loaded.prog);
         self.write_ctl(0)
     }
@@ -242,6 +265,7 @@ impl<'a> ChainRun<'a> {
                 (abi_globals::PROCEED_ON, &proceed_on[..]),
             ]);
         }
+        hit("before-load");
         let loaded = loader::load(&LoadRequest {
             object: &f.program.bytes,
             program: &f.program.symbol,
@@ -249,6 +273,7 @@ impl<'a> ChainRun<'a> {
             pinned,
             globals,
         })?;
+        hit("after-load");
 
         if inst.fresh_maps {
             for (name, m) in &f.maps {
@@ -260,6 +285,7 @@ impl<'a> ChainRun<'a> {
                     what: format!("filling map {name}"),
                     source,
                 };
+                hit("before-map-write");
                 match m.inner {
                     // A map-in-map starts with an empty slot: build its first list.
                     Some(inner) => {
@@ -268,13 +294,16 @@ impl<'a> ChainRun<'a> {
                     }
                     None => map.update_batch(&m.entries).map_err(filling)?,
                 }
+                hit("after-map-write");
                 self.map_write_time += t.elapsed();
                 self.entries_written += m.entries.len();
+                hit("before-pin");
                 map.pin(&building.config_map(name))
                     .map_err(|source| map_err(&building.config_map(name), source))?;
             }
         }
         // Shared maps get a second pin in the new dir, which then stands alone.
+        hit("before-pin");
         for (name, target) in reused {
             if let Some(map) = loaded.maps.get(name) {
                 map.pin(&target)
@@ -285,6 +314,7 @@ impl<'a> ChainRun<'a> {
             what: format!("pinning program {}", building.prog().display()),
             source,
         })?;
+        hit("after-pin");
         write_meta(
             &building.meta(),
             &FnMeta {
@@ -354,10 +384,12 @@ impl<'a> ChainRun<'a> {
             remove,
         });
         let t = Instant::now();
+        hit("before-map-write");
         m.update_batch(upserts)
             .map_err(|source| map_err(&path, source))?;
         m.delete_batch(deletes)
             .map_err(|source| map_err(&path, source))?;
+        hit("after-map-write");
         self.map_write_time += t.elapsed();
         self.entries_written += upserts.len() + deletes.len() / ks.max(1);
         Ok(())
@@ -387,9 +419,11 @@ impl<'a> ChainRun<'a> {
         let list = new_inner(map, &inner, entries).map_err(|source| map_err(&path, source))?;
         // Keep the old list alive until the change stands, for the undo.
         let previous = outer.inner(0).map_err(|source| map_err(&path, source))?;
+        hit("before-map-write");
         outer
             .update_fd(0, list.fd())
             .map_err(|source| map_err(&path, source))?;
+        hit("after-map-write");
         self.map_write_time += t.elapsed();
         self.entries_written += entries.len();
         self.undo.push(Undo::SwapBack { outer, previous });
@@ -418,6 +452,7 @@ impl<'a> ChainRun<'a> {
         let progs = self.chain_map("kf_progs")?;
         let progs_path = self.layout.chain_map(self.key, "kf_progs");
         let base = revision * SLOTS_PER_REVISION;
+        hit("before-slot");
         for (i, s) in slots.iter().enumerate() {
             let idx = base + i as u32;
             let fd = self.slot_prog(&s.function)?;
@@ -431,6 +466,7 @@ impl<'a> ChainRun<'a> {
                 .delete(&idx.to_ne_bytes())
                 .map_err(|source| map_err(&progs_path, source))?;
         }
+        hit("after-slot");
         let previous = self.current_revision()?;
         self.write_ctl(revision)?;
         self.undo.push(Undo::FlipBack { revision: previous });
@@ -458,9 +494,11 @@ impl<'a> ChainRun<'a> {
         let idx = self.current_revision()? * SLOTS_PER_REVISION + index;
         let old = sys::obj_get(&self.live(function).prog()).ok();
         let fd = self.slot_prog(function)?;
+        hit("before-slot");
         progs
             .update_fd(idx, fd.as_fd())
             .map_err(|source| map_err(&progs_path, source))?;
+        hit("after-slot");
         self.undo.push(Undo::SlotBack {
             index: idx,
             prog: old,
@@ -475,13 +513,16 @@ impl<'a> ChainRun<'a> {
             return Ok(());
         };
         let live = self.layout.fn_dir(self.key, function);
+        hit("before-promote");
         if live.exists() {
             let retired = self.layout.fn_retired_dir(self.key, function);
             bpffs::remove_tree(&retired)?;
             self.rename(&live, &retired)?;
             self.retired.push(retired);
         }
+        hit("mid-promote");
         self.rename(&b.dir, &live)?;
+        hit("after-promote");
         // The instance lives on through its pins; the fds can go.
         drop(b.loaded);
         Ok(())
@@ -506,6 +547,7 @@ impl<'a> ChainRun<'a> {
     }
 
     fn attach(&mut self, target: AttachTarget, replace: bool) -> Result<(), ApplyError> {
+        hit("before-attach");
         match target {
             AttachTarget::Xdp { mode } => self.attach_xdp(mode, replace),
             AttachTarget::Tc {
@@ -513,7 +555,9 @@ impl<'a> ChainRun<'a> {
                 first,
                 priority,
             } => self.attach_tc(attach, first, priority),
-        }
+        }?;
+        hit("after-attach");
+        Ok(())
     }
 
     fn attach_xdp(&mut self, mode: crate::model::XdpMode, replace: bool) -> Result<(), ApplyError> {
@@ -678,11 +722,13 @@ impl<'a> ChainRun<'a> {
         })?;
         let progs = self.chain_map("kf_progs")?;
         let base = revision * SLOTS_PER_REVISION;
+        hit("before-slot");
         for idx in base..base + SLOTS_PER_REVISION {
             progs
                 .delete(&idx.to_ne_bytes())
                 .map_err(|source| map_err(&self.layout.chain_map(self.key, "kf_progs"), source))?;
         }
+        hit("after-slot");
         Ok(())
     }
 }

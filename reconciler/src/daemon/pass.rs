@@ -432,7 +432,8 @@ fn action_subject(a: &Action) -> (&str, &str) {
     match a {
         Action::LoadFunction { function, .. }
         | Action::ReplaceSlot { function, .. }
-        | Action::UnloadFunction { function } => (function, ""),
+        | Action::UnloadFunction { function }
+        | Action::RecoverFunction { function } => (function, ""),
         Action::ManageMap { function, map }
         | Action::UpdateEntries { function, map, .. }
         | Action::UnmanageMap { function, map, .. } => (function, map),

@@ -187,6 +187,13 @@ pub enum SlotChange {
 pub enum Action {
     /// Build: remove the remains of a chain whose maps or root are missing.
     ResetChain,
+    /// Build: move `fn/<name>@old` back to `fn/<name>`. A run was killed
+    /// between moving the live instance aside and putting the new one in its
+    /// place, so the instance moved aside is the one to keep.
+    RecoverFunction {
+        /// The function.
+        function: String,
+    },
     /// Build: pin the chain maps and load the root program (not attached yet).
     CreateChain,
     /// Build: load a program instance for a slot: with fresh config maps
@@ -305,13 +312,22 @@ pub enum Action {
     },
     /// Cleanup: detach the root and unpin everything of the chain.
     DestroyChain,
+    /// Cleanup: remove what a killed run left in the chain dir (a build dir,
+    /// a retired instance, a spare link), by its path under the chain dir.
+    RemoveLeftover {
+        /// E.g. `fn/edge-blocklist@new` or `link@new`.
+        name: String,
+    },
 }
 
 impl Action {
     /// The phase the action belongs to.
     pub fn phase(&self) -> Phase {
         match self {
-            Action::ResetChain | Action::CreateChain | Action::LoadFunction { .. } => Phase::Build,
+            Action::ResetChain
+            | Action::CreateChain
+            | Action::RecoverFunction { .. }
+            | Action::LoadFunction { .. } => Phase::Build,
             Action::ManageMap { .. }
             | Action::UpdateEntries { .. }
             | Action::SwapMap { .. }
@@ -319,9 +335,10 @@ impl Action {
             | Action::SetRevision { .. }
             | Action::ReplaceSlot { .. }
             | Action::Attach { .. } => Phase::Commit,
-            Action::ClearRevision { .. } | Action::UnloadFunction { .. } | Action::DestroyChain => {
-                Phase::Cleanup
-            }
+            Action::ClearRevision { .. }
+            | Action::UnloadFunction { .. }
+            | Action::DestroyChain
+            | Action::RemoveLeftover { .. } => Phase::Cleanup,
         }
     }
 }
@@ -417,6 +434,13 @@ fn plan_chain(
     };
     if creating {
         out.actions.push(Action::CreateChain);
+    }
+    for (name, f) in &obs.functions {
+        if f.retired {
+            out.actions.push(Action::RecoverFunction {
+                function: name.clone(),
+            });
+        }
     }
 
     // fn_ids: keep each surviving function's row; new ones take rows no
@@ -642,6 +666,10 @@ fn plan_chain(
                 function: name.clone(),
             });
         }
+    }
+    for name in &obs.leftovers {
+        out.actions
+            .push(Action::RemoveLeftover { name: name.clone() });
     }
     out
 }

@@ -3,7 +3,8 @@
 //! The observed state is what the model of apply (`tests::simulate`) leaves
 //! after a random history of configs, then damaged by random drift: pins,
 //! load records, slots, entries, links and inner maps removed or changed by
-//! hand, leftovers of an interrupted change. For any such pair:
+//! hand, leftovers of an interrupted change (inactive slots, build dirs,
+//! instances moved aside by a killed run). For any such pair:
 //! - the plan is deterministic and its phases never go backwards;
 //! - it touches only what it should: it unloads only functions the config
 //!   dropped, destroys only chains the config dropped, never gives a new
@@ -341,6 +342,12 @@ enum Drift {
     Incomplete(Index),
     StrayFunction(Index),
     XdpDetached(Index),
+    /// A run was killed mid-promotion: the live instance is found only
+    /// under `fn/<name>@old`.
+    Retired(Index, Index),
+    /// A run was killed and left a build dir, a retired instance or a
+    /// spare link in the chain dir.
+    CrashLeftover(Index, Index),
 }
 
 fn drift() -> impl Gen<Value = Drift> {
@@ -361,6 +368,8 @@ fn drift() -> impl Gen<Value = Drift> {
         i().prop_map(Drift::Incomplete),
         i().prop_map(Drift::StrayFunction),
         i().prop_map(Drift::XdpDetached),
+        (i(), i()).prop_map(|(c, f)| Drift::Retired(c, f)),
+        (i(), i()).prop_map(|(c, k)| Drift::CrashLeftover(c, k)),
     ]
 }
 
@@ -382,7 +391,8 @@ fn damage(o: &mut ObservedState, d: &Drift) {
         | Drift::StatePinGone(c, f)
         | Drift::ConfigPinGone(c, f)
         | Drift::EntriesEdited(c, f, _)
-        | Drift::InnerSlotEmptied(c, f) => {
+        | Drift::InnerSlotEmptied(c, f)
+        | Drift::Retired(c, f) => {
             let key = chain_of(c);
             let Some(name) = fn_of(o, &key, f) else {
                 return;
@@ -431,7 +441,16 @@ fn damage(o: &mut ObservedState, d: &Drift) {
                         m.entries = None;
                     }
                 }
+                Drift::Retired(..) => func.retired = true,
                 _ => unreachable!(),
+            }
+        }
+        Drift::CrashLeftover(c, k) => {
+            let chain = o.chains.get_mut(&chain_of(c)).expect("picked");
+            let left = ["fn/a@new", "fn/b@old", "link@new", "fn/stray@new"];
+            let name = left[k.index(left.len())].to_owned();
+            if !chain.leftovers.contains(&name) {
+                chain.leftovers.push(name);
             }
         }
         Drift::SlotCleared(c, s) | Drift::SlotForeign(c, s) => {
@@ -520,6 +539,12 @@ fn realised(d: &DesiredState, o: &ObservedState) -> Result<(), String> {
         }
         if c.inactive_used {
             return err("the inactive revision holds leftovers".into());
+        }
+        if !c.leftovers.is_empty() {
+            return err(format!("leftovers {:?}", c.leftovers));
+        }
+        if let Some((name, _)) = c.functions.iter().find(|(_, f)| f.retired) {
+            return err(format!("{name} is still retired"));
         }
         let fns: BTreeSet<&str> = c.functions.keys().map(String::as_str).collect();
         let want_fns: BTreeSet<&str> = want.functions.iter().map(|f| f.name.as_str()).collect();

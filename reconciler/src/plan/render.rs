@@ -282,6 +282,15 @@ fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
             Action::DestroyChain => {
                 let _ = writeln!(out, "  - remove chain (detach root, unpin everything)");
             }
+            Action::RecoverFunction { function } => {
+                let _ = writeln!(
+                    out,
+                    "  ~ recover {function}: move fn/{function}@old back (a run was killed mid-swap)"
+                );
+            }
+            Action::RemoveLeftover { name } => {
+                let _ = writeln!(out, "  - remove {name} (left by a killed run)");
+            }
         }
     }
 }

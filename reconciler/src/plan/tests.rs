@@ -248,8 +248,17 @@ pub(super) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) ->
                             }),
                             maps,
                             state,
+                            retired: false,
                         },
                     );
+                }
+                Action::RecoverFunction { function } => {
+                    let c = o.chains.get_mut(&cp.key).unwrap();
+                    c.functions.get_mut(function).unwrap().retired = false;
+                }
+                Action::RemoveLeftover { name } => {
+                    let c = o.chains.get_mut(&cp.key).unwrap();
+                    c.leftovers.retain(|l| l != name);
                 }
                 Action::ManageMap { function, map } => {
                     let f = o
@@ -467,6 +476,8 @@ pub(super) fn names(plan: &Plan) -> Vec<String> {
             Action::ClearRevision { revision } => format!("clear {revision}"),
             Action::UnloadFunction { function } => format!("unload {function}"),
             Action::DestroyChain => "destroy".into(),
+            Action::RecoverFunction { function } => format!("recover {function}"),
+            Action::RemoveLeftover { name } => format!("remove {name}"),
         })
         .collect()
 }
@@ -740,6 +751,40 @@ fn a_program_replaced_by_hand_is_repaired() {
         names(&run(&d, &o)),
         ["load a Relink", "revision 0 [a#0] Repair", "clear 1"]
     );
+}
+
+#[test]
+fn a_run_killed_mid_swap_is_recovered_first_and_its_leftovers_removed_last() {
+    // Killed between `fn/a` → `fn/a@old` and `fn/a@new` → `fn/a`, after the
+    // new program went into the slot: observe finds `a` only as `@old`.
+    let d = desired(vec![func("a", 10, &[1]), func("b", 20, &[])]);
+    let mut o = applied(&d);
+    let c = o.chains.get_mut(&key("eth0")).unwrap();
+    c.functions.get_mut("a").unwrap().retired = true;
+    c.active[0].prog_id = Some(4242);
+    c.leftovers = vec!["fn/a@new".into(), "link@new".into()];
+    assert_eq!(
+        names(&run(&d, &o)),
+        [
+            "recover a",
+            "load a Relink",
+            "load b Relink",
+            "revision 0 [a#0 b#1] Repair",
+            "clear 1",
+            "remove fn/a@new",
+            "remove link@new"
+        ]
+    );
+    assert_converges(&d, &o);
+}
+
+#[test]
+fn leftovers_alone_are_a_pending_change() {
+    let d = desired(vec![func("a", 10, &[1])]);
+    let mut o = applied(&d);
+    o.chains.get_mut(&key("eth0")).unwrap().leftovers = vec!["fn/b@new".into()];
+    assert_eq!(names(&run(&d, &o)), ["remove fn/b@new"]);
+    assert_converges(&d, &o);
 }
 
 #[test]

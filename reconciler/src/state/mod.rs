@@ -13,7 +13,7 @@ use crate::kernel::netns::netns_path;
 use crate::kernel::sys::{self, SysError};
 use crate::kernel::tc::{self, Direction, TcError};
 use crate::kernel::xdp::{self, XdpError};
-use crate::layout::{BUILDING_SUFFIX, CHAIN_MAPS, FnPaths, Layout, parse_chain_dir_name};
+use crate::layout::{CHAIN_MAPS, FnPaths, Layout, RETIRED_SUFFIX, parse_chain_dir_name};
 use crate::model::{ChainKey, Hook, XdpMode, map_type};
 use model::{
     FnMeta, InterfaceState, ObservedChain, ObservedFunction, ObservedLink, ObservedMap,
@@ -233,14 +233,36 @@ fn observe_chain(
         }
     }
 
-    for name in bpffs::list(&layout.functions_dir(key))? {
-        // Function names are [a-z0-9-]: anything else is a build or
-        // retirement dir left by an interrupted run.
-        if name.ends_with(BUILDING_SUFFIX) || name.contains('@') {
+    // Function names are [a-z0-9-]: a name with '@' is a build or
+    // retirement dir left by a run that was killed.
+    let names = bpffs::list(&layout.functions_dir(key))?;
+    for name in &names {
+        if name.contains('@') {
             continue;
         }
-        let paths = FnPaths::new(layout.fn_dir(key, &name));
-        chain.functions.insert(name, observe_function(&paths)?);
+        let paths = FnPaths::new(layout.fn_dir(key, name));
+        chain
+            .functions
+            .insert(name.clone(), observe_function(&paths)?);
+    }
+    for name in names.iter().filter(|n| n.contains('@')) {
+        let retired_of = name
+            .strip_suffix(RETIRED_SUFFIX)
+            .filter(|f| !f.contains('@') && !chain.functions.contains_key(*f));
+        if let Some(function) = retired_of {
+            // Killed mid-promotion: the instance moved aside is the live one.
+            let paths = FnPaths::new(layout.functions_dir(key).join(name));
+            let mut f = observe_function(&paths)?;
+            f.retired = true;
+            chain.functions.insert(function.to_owned(), f);
+        } else {
+            chain.leftovers.push(format!("fn/{name}"));
+        }
+    }
+    for name in bpffs::list(&layout.chain_dir(key))? {
+        if name.contains('@') {
+            chain.leftovers.push(name);
+        }
     }
     Ok(chain)
 }

@@ -55,6 +55,9 @@ pub struct ObservedChain {
     pub inactive_used: bool,
     /// Functions pinned under the chain, by name.
     pub functions: BTreeMap<String, ObservedFunction>,
+    /// What an interrupted run left in the chain dir, relative to it
+    /// (`fn/<name>@new`, `fn/<name>@old`, `link@new`): removed by the next apply.
+    pub leftovers: Vec<String>,
 }
 
 /// The chain's pinned link.
@@ -111,6 +114,10 @@ pub struct ObservedFunction {
     pub maps: BTreeMap<String, ObservedMap>,
     /// State maps (pinned under `state/`); entries only where asked for.
     pub state: BTreeMap<String, ObservedMap>,
+    /// Found only as `fn/<name>@old`: a run was killed between moving the
+    /// live instance aside and putting the new one in its place. The next
+    /// apply moves it back first; until then it is the live instance.
+    pub retired: bool,
 }
 
 /// kfd's record of a loaded function instance, pinned next to it. The
