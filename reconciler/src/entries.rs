@@ -39,12 +39,14 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Two entries with the same key: their positions in the unsorted input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuplicateKey {
     /// Index of the first occurrence in the input.
     pub first: usize,
     /// Index of the later occurrence.
     pub second: usize,
+    /// The key, packed.
+    pub key: Vec<u8>,
 }
 
 /// What it takes to go from an observed set to a desired one.
@@ -113,6 +115,7 @@ impl EntrySet {
             return Err(DuplicateKey {
                 first: w[0] as usize,
                 second: w[1] as usize,
+                key: key(w[0]).to_vec(),
             });
         }
         Ok(Self::permuted(
@@ -358,7 +361,8 @@ mod tests {
             err,
             DuplicateKey {
                 first: 0,
-                second: 2
+                second: 2,
+                key: vec![5]
             }
         );
     }

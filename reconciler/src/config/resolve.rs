@@ -848,7 +848,11 @@ fn map_entries(
             let key = entries[dup.second]
                 .get("key")
                 .and_then(|n| n.as_scalar())
-                .map_or_else(|| "(value)".to_owned(), |s| s.text.to_string());
+                .map_or_else(
+                    // A key written as a mapping or list: name it as kfd reads it back.
+                    || kdec.decode(&dup.key),
+                    |s| s.text.to_string(),
+                );
             ctx.err(
                 second,
                 ErrorKind::DuplicateKey {

@@ -169,6 +169,15 @@ fn semantic_errors_name_file_line_and_column() {
             "11:19: map deny_v4: duplicate key 10.0.0.0/8 (first at line 10)",
         ),
         (
+            // The same key written as a mapping: named as kfd reads it back.
+            "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklist}\n    maps:\n      deny_v4:\n        entries:\n          - {key: 203.0.113.0/24, value: 1}\n          - {key: {prefixlen: 24, addr: 203.0.113.0}, value: 1}\n",
+            "11:19: map deny_v4: duplicate key 203.0.113.0/24 (first at line 10)",
+        ),
+        (
+            "%YAML 2.0\n---\nversion: 1\n",
+            "1:1: unsupported yaml version 2.0 (only 1.x is read)",
+        ),
+        (
             "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program: {builtin: blocklst}\n",
             "6:24: unknown builtin program \"blocklst\" (builtins: blocklist, blocklist-swap, counter, mark, ratelimit)",
         ),

@@ -70,6 +70,15 @@ pub enum YamlError {
         /// The tagged node.
         mark: Mark,
     },
+    /// A `%YAML` directive for a version kfd does not read (YAML 1.2 §6.8.1: a processor
+    /// rejects another major version; the text may mean something else under it).
+    #[error("unsupported yaml version {version} (only 1.x is read)")]
+    UnsupportedVersion {
+        /// The version as written.
+        version: String,
+        /// The directive.
+        mark: Mark,
+    },
     /// A mapping key is a sequence or a mapping.
     #[error("a mapping key must be a scalar, not a collection")]
     ComplexKey {
@@ -89,6 +98,7 @@ impl YamlError {
             | Self::DuplicateKey { mark, .. }
             | Self::MultipleDocuments { mark }
             | Self::UnsupportedTag { mark, .. }
+            | Self::UnsupportedVersion { mark, .. }
             | Self::ComplexKey { mark } => *mark,
         }
     }

@@ -22,6 +22,31 @@ use super::tree::{self, KeySet};
 
 /// The alias budget's floor, in nodes.
 const ALIAS_BUDGET_FLOOR: usize = 1_000_000;
+/// Refuses a `%YAML` directive of another major version, which saphyr accepts silently.
+/// Directives only come before the document's `---`, after blank and comment lines.
+fn check_version(src: &str) -> Result<(), YamlError> {
+    for (i, line) in src.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("%YAML") else {
+            if line.starts_with('%') {
+                continue; // %TAG and reserved directives
+            }
+            return Ok(());
+        };
+        let version = rest.split('#').next().unwrap_or("").trim();
+        if version.split('.').next() != Some("1") {
+            return Err(YamlError::UnsupportedVersion {
+                version: version.to_owned(),
+                mark: Mark::new(u32::try_from(i + 1).unwrap_or(u32::MAX), 1),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Nodes per parser event the alias budget allows beyond the floor.
 const ALIAS_BUDGET_PER_EVENT: usize = 4;
 
@@ -30,6 +55,7 @@ const STR_TAG: &str = "tag:yaml.org,2002:str";
 
 /// Parses `src`, a single YAML document; `None` if it is empty (no document, or an empty one).
 pub(super) fn parse(src: &str) -> Result<Option<Node<'_>>, YamlError> {
+    check_version(src)?;
     let mut builder = Builder {
         src,
         offsets: Offsets {
