@@ -109,18 +109,32 @@ pub fn display_path(pointer: &str) -> String {
             if !out.is_empty() {
                 out.push('.');
             }
-            out.push_str(&seg);
+            out.push_str(&path_segment(&seg));
         }
     }
     out
 }
 
+/// A key as a path segment: quoted when it is not a plain name, so a key
+/// holding a newline or a dot cannot break or fake the path.
+fn path_segment(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
 fn join_path(pointer: &str, key: &str) -> String {
     let base = display_path(pointer);
     if base.is_empty() {
-        key.to_owned()
+        path_segment(key)
     } else {
-        format!("{base}.{key}")
+        format!("{base}.{}", path_segment(key))
     }
 }
 

@@ -174,6 +174,11 @@ fn semantic_errors_name_file_line_and_column() {
             "11:19: map deny_v4: duplicate key 203.0.113.0/24 (first at line 10)",
         ),
         (
+            // A key holding a newline is quoted: one error, one line.
+            "version: 1\n\"a\\nb\": 1\n",
+            "2:1: \"a\\nb\": unknown field \"a\\nb\" (expected one of: version, chains, functions)",
+        ),
+        (
             "%YAML 2.0\n---\nversion: 1\n",
             "1:1: unsupported yaml version 2.0 (only 1.x is read)",
         ),
@@ -304,7 +309,7 @@ fn bad_empty_and_half_written_files_keep_their_last_good_version() {
         ("", "file is empty"),
         (
             "version: 1\nfunctions:\n  - name: bl\n    interface: [",
-            "5:1: while parsing a node",
+            "4:17: while parsing a node",
         ),
         ("\u{0}\u{1}\u{2}binary\u{ff}", ""),
     ] {

@@ -455,11 +455,13 @@ fn plan_chain(
     let mut by_name: Vec<&DesiredFunction> = desired.functions.iter().collect();
     by_name.sort_by(|a, b| a.name.cmp(&b.name));
     for f in &by_name {
+        // A row out of range or already taken (a tampered load record) is not kept.
         let kept = obs
             .functions
             .get(&f.name)
             .and_then(|o| o.meta)
-            .map(|m| m.fn_id);
+            .map(|m| m.fn_id)
+            .filter(|id| *id < limits::MAX_SLOTS as u32 && !fn_ids.values().any(|v| v == id));
         let id = kept.or_else(|| free.next()).unwrap_or_else(|| {
             // More than MAX_SLOTS functions ever coexisting: reuse a row of a
             // function being removed (check_blocked capped the count).

@@ -754,6 +754,29 @@ fn a_program_replaced_by_hand_is_repaired() {
 }
 
 #[test]
+fn a_tampered_stats_row_is_not_kept() {
+    // Found by fuzzing: a load record naming a row past the stats map, or
+    // one another function holds, was kept as it was.
+    let d = desired(vec![func("a", 10, &[]), func("b", 20, &[])]);
+    let mut o = applied(&d);
+    let c = o.chains.get_mut(&key("eth0")).unwrap();
+    c.functions.get_mut("a").unwrap().meta.as_mut().unwrap().fn_id = 320_017_171;
+    c.functions.get_mut("b").unwrap().meta.as_mut().unwrap().fn_id = 0;
+    let p = run(&d, &o);
+    let rows: Vec<u32> = p.chains[0]
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetRevision { slots, .. } => Some(slots.iter().map(|s| s.fn_id)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(rows, [1, 0], "{:?}", names(&p));
+    assert_converges(&d, &o);
+}
+
+#[test]
 fn a_run_killed_mid_swap_is_recovered_first_and_its_leftovers_removed_last() {
     // Killed between `fn/a` → `fn/a@old` and `fn/a@new` → `fn/a`, after the
     // new program went into the slot: observe finds `a` only as `@old`.

@@ -58,6 +58,7 @@ pub(super) fn parse(src: &str) -> Result<Option<Node<'_>>, YamlError> {
     check_version(src)?;
     let mut builder = Builder {
         src,
+        end: end_of(src),
         offsets: Offsets {
             src,
             ascii: src.is_ascii(),
@@ -109,6 +110,8 @@ struct Anchored<'a> {
 
 struct Builder<'a> {
     src: &'a str,
+    /// See [`clamp`].
+    end: Mark,
     offsets: Offsets<'a>,
     items: Vec<Node<'a>>,
     pairs: Vec<(Node<'a>, Node<'a>)>,
@@ -130,9 +133,28 @@ fn mark_of(marker: Marker) -> Mark {
     )
 }
 
-fn syntax(error: &ScanError) -> YamlError {
+/// The last position a mark may name: just past the end of the last line. Lines end as
+/// YAML ends them: "\n", "\r\n" or a lone "\r".
+fn end_of(src: &str) -> Mark {
+    let breaks =
+        src.matches('\n').count() + src.matches('\r').count() - src.matches("\r\n").count();
+    let last = src.rsplit(['\n', '\r']).next().unwrap_or("");
+    Mark::new(
+        u32::try_from(breaks + 1).unwrap_or(u32::MAX),
+        u32::try_from(last.chars().count() + 1).unwrap_or(u32::MAX),
+    )
+}
+
+/// At the end of a file with no final newline, saphyr marks errors and empty nodes on the
+/// line after the last one, which no editor can go to: those point at `end` instead.
+fn clamp(mark: Mark, end: Mark) -> Mark {
+    if mark.line > end.line { end } else { mark }
+}
+
+fn syntax(error: &ScanError, end: Mark) -> YamlError {
+    let mark = clamp(mark_of(*error.marker()), end);
     YamlError::Syntax {
-        mark: mark_of(*error.marker()),
+        mark,
         // `info` is the message alone; saphyr's `Display` appends the position.
         message: error.info().to_owned(),
     }
@@ -200,9 +222,9 @@ impl<'a> Builder<'a> {
         let mut documents = 0usize;
         // The whole stream is read, so trailing syntax errors are reported too.
         while let Some(next) = parser.next_event() {
-            let (event, span) = next.map_err(|e| syntax(&e))?;
+            let (event, span) = next.map_err(|e| syntax(&e, self.end))?;
             self.events += 1;
-            let mark = mark_of(span.start);
+            let mark = clamp(mark_of(span.start), self.end);
             match event {
                 Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
                 Event::StreamEnd => break,
@@ -247,7 +269,7 @@ impl<'a> Builder<'a> {
         tag: Option<&Tag>,
         span: Span,
     ) -> Result<(), YamlError> {
-        let mark = mark_of(span.start);
+        let mark = clamp(mark_of(span.start), self.end);
         let forced = check_tag(tag, mark, true)?;
         let mut style = style_of(style);
         let text = self.borrow(text, span.start, style);
