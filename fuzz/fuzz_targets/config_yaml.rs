@@ -213,7 +213,8 @@ fn word(w: &Word) -> String {
 fn key(k: &Key) -> String {
     match k {
         Key::Known(i) => scalar_text(WORDS[*i as usize % WORDS.len()]),
-        Key::Text(s) => quote(s),
+        // YAML limits implicit keys to 1024 characters: a longer one is not YAML.
+        Key::Text(s) => quote(&s.chars().take(256).collect::<String>()),
         Key::Int(i) => i.to_string(),
     }
 }

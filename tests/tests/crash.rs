@@ -159,6 +159,7 @@ fn killed_at(point: &str) {
     }
     assert!(killed >= 1, "{point} was never reached by A → B or B → A");
     flow.assert_nothing_lost(&format!("killed at {point}"));
+    eprintln!("killed at {point} in {killed} of 2 directions, recovered each time");
 }
 
 macro_rules! every_failpoint {

@@ -179,6 +179,11 @@ fn semantic_errors_name_file_line_and_column() {
             "2:1: \"a\\nb\": unknown field \"a\\nb\" (expected one of: version, chains, functions)",
         ),
         (
+            // Found by fuzzing: `%0A` in a tag decodes to a newline.
+            "version: 1\nfunctions: !a%0Ab []\n",
+            "2:12: unsupported tag `!a\\nb` (only `!!str` and `!` are supported)",
+        ),
+        (
             "%YAML 2.0\n---\nversion: 1\n",
             "1:1: unsupported yaml version 2.0 (only 1.x is read)",
         ),

@@ -760,8 +760,20 @@ fn a_tampered_stats_row_is_not_kept() {
     let d = desired(vec![func("a", 10, &[]), func("b", 20, &[])]);
     let mut o = applied(&d);
     let c = o.chains.get_mut(&key("eth0")).unwrap();
-    c.functions.get_mut("a").unwrap().meta.as_mut().unwrap().fn_id = 320_017_171;
-    c.functions.get_mut("b").unwrap().meta.as_mut().unwrap().fn_id = 0;
+    c.functions
+        .get_mut("a")
+        .unwrap()
+        .meta
+        .as_mut()
+        .unwrap()
+        .fn_id = 320_017_171;
+    c.functions
+        .get_mut("b")
+        .unwrap()
+        .meta
+        .as_mut()
+        .unwrap()
+        .fn_id = 0;
     let p = run(&d, &o);
     let rows: Vec<u32> = p.chains[0]
         .actions

@@ -170,13 +170,23 @@ fn style_of(style: saphyr_parser::ScalarStyle) -> ScalarStyle {
     }
 }
 
-/// How a tag is written back: `!!str`, `!local`, or verbatim.
+/// How a tag is written back: `!!str`, `!local`, or verbatim. Control characters (a
+/// tag may hold `%0A`, which YAML decodes) are escaped, so a message stays on one line.
 fn tag_text(tag: &Tag) -> String {
-    match tag.handle.as_str() {
+    let text = match tag.handle.as_str() {
         "tag:yaml.org,2002:" => format!("!!{}", tag.suffix),
         "!" => format!("!{}", tag.suffix),
         handle => format!("!<{handle}{}>", tag.suffix),
-    }
+    };
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Checks a node's tag. `Ok(true)`: the scalar is forced to be a string.
