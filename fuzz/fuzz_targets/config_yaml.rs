@@ -213,8 +213,9 @@ fn word(w: &Word) -> String {
 fn key(k: &Key) -> String {
     match k {
         Key::Known(i) => scalar_text(WORDS[*i as usize % WORDS.len()]),
-        // YAML limits implicit keys to 1024 characters: a longer one is not YAML.
-        Key::Text(s) => quote(&s.chars().take(256).collect::<String>()),
+        // YAML limits implicit keys to 1,024 characters as written: 128 characters
+        // stay under it even when each is escaped (`\u0000`).
+        Key::Text(s) => quote(&s.chars().take(128).collect::<String>()),
         Key::Int(i) => i.to_string(),
     }
 }
