@@ -432,7 +432,7 @@ fn a_bad_file_is_reported_and_the_last_good_version_stays_in_force() {
     for (bad, expect) in [
         (
             "version: 1\nfunctions:\n  - name: edge-blocklist\n    interface: [",
-            "10-edge.yaml:5:1: while parsing a node",
+            "10-edge.yaml:4:17: while parsing a node",
         ),
         (
             &chain_config(&env, &["203.0.113.0/33"], None, false) as &str,
