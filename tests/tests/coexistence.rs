@@ -7,7 +7,7 @@
 //! - Runs on one bpffs root serialise through the flock on the root: two
 //!   `kfd apply` at once both succeed, the second says it waited, and the
 //!   result is the config of the one that ran last; a run that finds the
-//!   lock taken says so and waits.
+//!   lock taken says so and waits; `kfd apply` and `kfd run` take turns.
 
 use std::fs;
 use std::io::Read as _;
@@ -491,4 +491,58 @@ fn a_run_that_finds_the_lock_taken_says_so_and_waits() {
     let out = child.wait_with_output().expect("kfd down");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(!env.bpffs.exists(), "down ran once the lock was free");
+}
+
+/// `kfd apply` while `kfd run` serves the same root and config dir: every
+/// config change starts an apply at once and, after its quiet window, a
+/// daemon pass. They take turns under the lock (whichever comes second
+/// finds the other's work done), every apply and every pass succeeds, and
+/// the kernel ends each round with exactly that round's config.
+#[test]
+fn apply_during_run_takes_turns_with_the_daemon() {
+    let env = env!();
+    env.add_source(DENIED_A);
+    env.write("10-edge.yaml", &big_config(&env, 0, 20_000));
+    let d = env.daemon(&["--resync-interval", "0"]);
+    let rx = env.receiver();
+    let mut allowed = 0;
+    let mut waited = 0;
+    for round in 1..=5u32 {
+        let mark = d.mark();
+        env.write("10-edge.yaml", &big_config(&env, round * 100_000, 20_000));
+        let apply = kfd_with_config(&env, &env.conf(), &["apply"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kfd apply");
+        let (code, out, err) = finish(apply);
+        assert_eq!(code, 0, "round {round}: apply:\n{out}\n{err}");
+        let pass = d.next_pass(mark);
+        // Usually the apply ran first and the pass finds nothing to do.
+        assert!(
+            pass.contains("(file change: 10-edge.yaml): in sync")
+                || pass.contains("(file change: 10-edge.yaml): converged 1 chain"),
+            "round {round}: the daemon's pass: {pass}\n{}",
+            d.log()
+        );
+        if d.log()[mark..].contains("waiting for it to finish") {
+            waited += 1;
+        }
+        let plan = kfd_with_config(&env, &env.conf(), &["plan"])
+            .output()
+            .expect("plan");
+        assert_eq!(plan.status.code(), Some(0), "round {round}");
+        let deny = env.deny_v4("edge-bl").expect("deny_v4 pinned");
+        assert_eq!(deny.len(), 20_001, "round {round}");
+        let first = (0x0a00_0000 + round * 100_000).to_be_bytes();
+        let first = format!("{}.{}.{}.{}/32", first[0], first[1], first[2], first[3]);
+        assert!(deny.contains(&first), "round {round}: {first}");
+        filters(&env, &rx, DENIED_A, &mut allowed);
+    }
+    let log = d.log();
+    assert!(
+        !log.contains("failure") && !log.contains("failed"),
+        "a pass failed:\n{log}"
+    );
+    eprintln!("the daemon's pass waited for the apply in {waited} of 5 rounds");
 }
