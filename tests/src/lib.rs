@@ -23,6 +23,37 @@ use reconciler::kernel::netns;
 
 pub mod census;
 
+/// `let env = test_env!();` in a kernel test: the test's [`Env`], named after
+/// the test's module path, or return from the test when kernel tests are
+/// skipped (not root, no bpffs; [`Env::new`] panics instead when
+/// `KFD_REQUIRE_KERNEL_TESTS=1`).
+#[macro_export]
+macro_rules! test_env {
+    () => {
+        match $crate::Env::new(module_path!()) {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+/// Every path under `root` (pins and dirs), sorted: for before/after comparisons.
+pub fn pins_under(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.display().to_string());
+            if p.is_dir() {
+                walk(&p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out.sort();
+    out
+}
+
 include!(concat!(env!("OUT_DIR"), "/test_objects.rs"));
 
 /// Set to 1 to make skipped kernel tests fail.

@@ -13,15 +13,6 @@ use std::time::Duration;
 
 use kfd_tests::{Daemon, Env, REQUIRE_ENV, kfd_bin, sh, wait_until};
 
-macro_rules! env {
-    () => {
-        match Env::new(module_path!()) {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
-
 const FN: &str = "edge";
 const FILE: &str = "10-edge.yaml";
 
@@ -120,7 +111,7 @@ fn text(o: &std::process::Output) -> String {
 
 #[test]
 fn ansible_template_copy_validate_and_absent() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     if !have("ansible-playbook", "ansible-core") {
         return;
     }
@@ -231,7 +222,7 @@ fn puppet_file(path: &Path, ensure: &str, content: &str, kfd: &Path) -> String {
 
 #[test]
 fn puppet_file_resources_with_validate_cmd() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     if !have("puppet", "puppet-agent") {
         return;
     }
@@ -276,7 +267,7 @@ fn puppet_file_resources_with_validate_cmd() {
 
 #[test]
 fn rename_from_another_directory() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let d = started(&env, &[]);
     let staged = env.dir.join("staging.yaml");
     fs::write(&staged, env.blocklist_config(FN, &["198.51.100.0/24"])).expect("stage");
@@ -286,7 +277,7 @@ fn rename_from_another_directory() {
 
 #[test]
 fn temp_file_and_rename_in_the_same_directory() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let d = started(&env, &[]);
     let id = prog_id(&env, FN);
     // Puppet's NAMEYYYYMMDD-pid-rand, consul-template's and rsync's .NAME.XXXXXX.
@@ -312,7 +303,7 @@ fn temp_file_and_rename_in_the_same_directory() {
 
 #[test]
 fn in_place_truncate_and_write_by_cp_tee_and_redirection() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let d = started(&env, &[]);
     let target = env.conf().join(FILE);
     let t = target.to_str().expect("utf8");
@@ -334,7 +325,7 @@ fn in_place_truncate_and_write_by_cp_tee_and_redirection() {
 
 #[test]
 fn vim_writes_in_place_and_its_empty_window_removes_nothing() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let d = started(&env, &[]);
     let target = env.conf().join(FILE);
     let id = prog_id(&env, FN);
@@ -388,7 +379,7 @@ fn vim_writes_in_place_and_its_empty_window_removes_nothing() {
 
 #[test]
 fn delete_then_create_by_install_and_mv_across_filesystems() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     // A long quiet window, so the instant between delete and create is
     // always inside one.
     let d = started(&env, &["--debounce", "400ms"]);
@@ -418,7 +409,7 @@ fn delete_then_create_by_install_and_mv_across_filesystems() {
 
 #[test]
 fn salt_creates_empty_then_renames_the_content_in() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let d = started(&env, &[]);
     let target = env.conf().join("20-salt.yaml");
     let mark = d.mark();
@@ -444,7 +435,7 @@ fn salt_creates_empty_then_renames_the_content_in() {
 
 #[test]
 fn a_bad_file_never_removes_anything_and_a_deleted_one_does() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let d = started(&env, &[]);
     let target = env.conf().join(FILE);
     for (bad, error) in [
@@ -481,7 +472,7 @@ fn a_bad_file_never_removes_anything_and_a_deleted_one_does() {
 
 #[test]
 fn temporaries_and_backups_are_ignored() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let d = started(&env, &[]);
     let garbage = "this: [is not config";
     for name in [
@@ -510,7 +501,7 @@ fn temporaries_and_backups_are_ignored() {
 
 #[test]
 fn a_kubernetes_configmap_update_swaps_the_data_link() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let conf = env.conf();
     // kubelet's atomic writer: files are symlinks through `..data`, which
     // points at a timestamped dir and is replaced by a rename.

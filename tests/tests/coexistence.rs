@@ -18,15 +18,6 @@ use std::time::{Duration, Instant};
 
 use kfd_tests::{A4, Env, kfd_bin, reconciler, sh};
 
-macro_rules! env {
-    () => {
-        match Env::new(module_path!()) {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
-
 const DENIED_A: &str = "203.0.113.7";
 const DENIED_B: &str = "198.51.100.7";
 const WAITING: &str = "; waiting for it to finish";
@@ -69,23 +60,6 @@ fn attach_foreign(env: &Env) -> u32 {
     ids[0]
 }
 
-/// Every pin under a bpffs root.
-fn pins(root: &Path) -> Vec<String> {
-    fn walk(dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.push(p.display().to_string());
-            if p.is_dir() {
-                walk(&p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, &mut out);
-    out.sort();
-    out
-}
-
 /// Program ids in a chain's slots, from `kfd status`.
 fn programs(env: &Env) -> Vec<serde_json::Value> {
     env.status()["chains"]
@@ -107,7 +81,7 @@ struct Untouched {
 
 fn snapshot(env: &Env) -> Untouched {
     Untouched {
-        pins: pins(&env.bpffs),
+        pins: kfd_tests::pins_under(&env.bpffs),
         programs: programs(env),
         attached: env.xdp_prog_ids(),
     }
@@ -138,7 +112,11 @@ fn filters(env: &Env, rx: &kfd_tests::Receiver, denied: &str, allowed_so_far: &m
 fn other_instances_and_other_tools_programs_are_never_touched() {
     // Instance A and instance B: separate bpffs roots, config and state dirs,
     // each with a chain on its own veth; a third veth runs another tool's program.
-    let (a, b, other) = (env!(), env!(), env!());
+    let (a, b, other) = (
+        kfd_tests::test_env!(),
+        kfd_tests::test_env!(),
+        kfd_tests::test_env!(),
+    );
     a.add_source(DENIED_A);
     b.add_source(DENIED_B);
     a.write("10-edge.yaml", &config(&a, "203.0.113.0/24", None));
@@ -316,7 +294,7 @@ fn finish(child: Child) -> (i32, String, String) {
 
 #[test]
 fn two_applies_at_once_serialise_and_the_last_one_wins() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED_A);
     let (one, two) = (other_conf(&env, "conf-one"), other_conf(&env, "conf-two"));
     // Big enough that the second run surely starts while the first holds the lock.
@@ -454,7 +432,7 @@ fn started_waiting(env: &Env, args: &[&str]) -> (Child, std::sync::mpsc::Receive
 
 #[test]
 fn a_run_that_finds_the_lock_taken_says_so_and_waits() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &env.blocklist_config("edge-bl", &["203.0.113.0/24"]),
@@ -500,7 +478,7 @@ fn a_run_that_finds_the_lock_taken_says_so_and_waits() {
 /// the kernel ends each round with exactly that round's config.
 #[test]
 fn apply_during_run_takes_turns_with_the_daemon() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED_A);
     env.write("10-edge.yaml", &big_config(&env, 0, 20_000));
     let d = env.daemon(&["--resync-interval", "0"]);

@@ -640,18 +640,7 @@ fn live(env: &Env) -> Live {
             }
         }
     }
-    fn walk(dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.push(p.display().to_string());
-            if p.is_dir() {
-                walk(&p, out);
-            }
-        }
-    }
-    let mut pins = Vec::new();
-    walk(&env.bpffs, &mut pins);
-    pins.sort();
+    let pins = kfd_tests::pins_under(&env.bpffs);
     Live {
         status,
         pins,
@@ -660,18 +649,9 @@ fn live(env: &Env) -> Live {
     }
 }
 
-macro_rules! env {
-    () => {
-        match Env::new(module_path!()) {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
-
 #[test]
 fn a_bad_input_never_changes_what_runs_in_the_kernel() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     let objects = env.dir.join("objects");
     let mut norm = write_objects(&objects);

@@ -9,15 +9,6 @@ use std::time::Duration;
 
 use kfd_tests::{A4, Env, REQUIRE_ENV, sh, wait_until};
 
-macro_rules! env {
-    () => {
-        match Env::new(module_path!()) {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
-
 const DENIED: &str = "203.0.113.7";
 const FN: &str = "edge";
 
@@ -52,7 +43,7 @@ fn delivered(env: &Env, src: &str, n: u32) -> usize {
 
 #[test]
 fn ready_follows_the_first_convergence_and_reload_and_stop_are_announced() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &env.blocklist_config(FN, &["203.0.113.0/24"]),
@@ -109,7 +100,7 @@ fn ready_follows_the_first_convergence_and_reload_and_stop_are_announced() {
 
 #[test]
 fn sighup_repairs_drift_at_once() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &env.blocklist_config(FN, &["203.0.113.0/24", "192.0.2.0/24"]),
@@ -131,7 +122,7 @@ fn sighup_repairs_drift_at_once() {
 
 #[test]
 fn the_periodic_resync_repairs_drift() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &env.blocklist_config(FN, &["203.0.113.0/24"]),
@@ -148,7 +139,7 @@ fn the_periodic_resync_repairs_drift() {
 
 #[test]
 fn sigterm_and_sigint_leave_the_data_plane_attached_and_a_restart_adopts_it() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     env.write(
         "10-edge.yaml",
@@ -177,7 +168,7 @@ fn sigterm_and_sigint_leave_the_data_plane_attached_and_a_restart_adopts_it() {
 
 #[test]
 fn a_recreated_interface_is_attached_again_by_link_events() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     env.write(
         "10-edge.yaml",
@@ -208,7 +199,7 @@ fn a_recreated_interface_is_attached_again_by_link_events() {
 
 #[test]
 fn an_interface_that_appears_later_is_attached() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let late = format!("{}l", env.if_b);
     let peer = format!("{}m", env.if_a);
     env.write(
@@ -248,7 +239,7 @@ impl Drop for Netns {
 
 #[test]
 fn a_namespace_that_appears_later_is_used_and_a_deleted_one_is_let_go() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let ns = Netns(format!("{}-c", env.ns_b));
     let ifc = format!("{}c", env.if_b);
     env.write(
@@ -301,7 +292,7 @@ fn a_namespace_that_appears_later_is_used_and_a_deleted_one_is_let_go() {
 
 #[test]
 fn failures_back_off_and_are_retried_until_they_clear() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.attach_foreign_xdp();
     env.write(
         "10-edge.yaml",
@@ -334,7 +325,7 @@ fn failures_back_off_and_are_retried_until_they_clear() {
 
 #[test]
 fn a_kfd_apply_beside_the_daemon_waits_and_both_converge() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write("10-edge.yaml", &env.blocklist_config(FN, &["10.0.0.0/8"]));
     let d = env.daemon(&["--debounce", "1ms"]);
     let mut last = Vec::new();
@@ -360,7 +351,7 @@ fn a_kfd_apply_beside_the_daemon_waits_and_both_converge() {
 
 #[test]
 fn metrics_count_packets_and_maps_and_pass_promtool() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     env.write(
         "10-edge.yaml",
@@ -509,7 +500,7 @@ fn journal(pid: u32) -> Vec<serde_json::Value> {
 
 #[test]
 fn logs_go_to_journald_with_fields_under_systemd_and_to_stderr_without_it() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &env.blocklist_config(FN, &["203.0.113.0/24"]),

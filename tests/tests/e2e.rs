@@ -8,15 +8,6 @@ use std::time::Duration;
 use kfd_tests::{A4, A6, Env, reconciler};
 use reconciler::entries::EntrySet;
 
-macro_rules! env {
-    () => {
-        match Env::new(module_path!()) {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
-
 const DENIED4: &str = "203.0.113.7";
 const ALLOWED_OVERRIDE4: &str = "203.0.113.9";
 const OTHER4: &str = "198.51.100.20";
@@ -71,7 +62,7 @@ fn chain_config(env: &Env, deny: &[&str], rate: Option<(u64, u64)>, with_counter
 
 #[test]
 fn blocklist_drops_denied_sources_and_the_allow_list_overrides() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     for a in [DENIED4, ALLOWED_OVERRIDE4, OTHER4, DENIED6] {
         env.add_source(a);
     }
@@ -112,7 +103,7 @@ fn blocklist_drops_denied_sources_and_the_allow_list_overrides() {
 
 #[test]
 fn ratelimit_drops_above_the_configured_rate() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &chain_config(&env, &[], Some((10, 5)), false),
@@ -140,7 +131,7 @@ fn ratelimit_drops_above_the_configured_rate() {
 
 #[test]
 fn counter_counts_packets_and_bytes_per_protocol() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write("10-edge.yaml", &chain_config(&env, &[], None, true));
     env.apply();
     let rx = env.receiver();
@@ -173,7 +164,7 @@ fn counter_counts_packets_and_bytes_per_protocol() {
 
 #[test]
 fn reapply_is_a_no_op() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &chain_config(&env, &["203.0.113.0/24"], Some((1000, 100)), true),
@@ -216,7 +207,7 @@ fn reapply_is_a_no_op() {
 
 #[test]
 fn removing_a_function_keeps_traffic_flowing() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &chain_config(&env, &["203.0.113.0/24"], Some((100_000, 100_000)), true),
@@ -267,7 +258,7 @@ fn removing_a_function_keeps_traffic_flowing() {
 
 #[test]
 fn down_leaves_no_pin_link_or_program() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &chain_config(&env, &["203.0.113.0/24"], Some((1000, 10)), true),
@@ -330,7 +321,7 @@ fn down_leaves_no_pin_link_or_program() {
 
 #[test]
 fn a_foreign_xdp_program_is_never_replaced() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.attach_foreign_xdp();
     let foreign = env.xdp_prog_ids();
     assert_eq!(foreign.len(), 1);
@@ -359,7 +350,7 @@ fn a_foreign_xdp_program_is_never_replaced() {
 
 #[test]
 fn instances_with_different_bpffs_roots_do_not_disturb_each_other() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     // A second receiver interface in the same namespace for the second instance.
     let (ifc, ifd) = (format!("{}c", env.if_a), format!("{}d", env.if_b));
     kfd_tests::sh(&[
@@ -421,7 +412,7 @@ fn instances_with_different_bpffs_roots_do_not_disturb_each_other() {
 
 #[test]
 fn a_bad_file_is_reported_and_the_last_good_version_stays_in_force() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED4);
     env.write(
         "10-edge.yaml",
@@ -471,7 +462,7 @@ fn a_bad_file_is_reported_and_the_last_good_version_stays_in_force() {
 
 #[test]
 fn an_incompatible_pinned_state_map_is_refused() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write(
         "10-edge.yaml",
         &chain_config(&env, &[], Some((1000, 10)), false),

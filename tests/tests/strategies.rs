@@ -10,15 +10,6 @@ use kfd_tests::{A4, Env, reconciler, sh};
 use reconciler::entries::EntrySet;
 use reconciler::kernel::map::ByteMap;
 
-macro_rules! env {
-    () => {
-        match Env::new(module_path!()) {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
-
 const DENIED: &str = "203.0.113.7";
 
 /// The strategies behave the same on every hook: each of these tests runs
@@ -270,19 +261,7 @@ fn a_reorder_keeps_the_counts_and_the_verdict_counters(env: Env) {
 
 /// Every pin under the bpffs root, for before/after comparisons.
 fn pins(env: &Env) -> Vec<String> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.push(p.display().to_string());
-            if p.is_dir() {
-                walk(&p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&env.bpffs, &mut out);
-    out.sort();
-    out
+    kfd_tests::pins_under(&env.bpffs)
 }
 
 fn prog_ids(env: &Env) -> Vec<serde_json::Value> {
@@ -310,7 +289,7 @@ fn assert_rolled_back(env: &Env, bad: &str, function: &str, expect: &str) {
 
 #[test]
 fn a_verifier_rejection_leaves_the_chain_serving() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     let (good, bad) = (env.test_object("pass_v2"), env.test_object("rejected"));
     let chain = |obj: &std::path::Path| {
@@ -341,7 +320,7 @@ fn a_verifier_rejection_leaves_the_chain_serving() {
 
 #[test]
 fn a_config_that_overfills_a_map_is_refused_before_anything_changes() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     let mut s = String::from("version: 1\nfunctions:\n");
     s += &head(&env, "bl", 10, "{builtin: blocklist}");
     s += "    maps:\n      allow_v4:\n        entries:\n";
@@ -369,7 +348,7 @@ fn a_config_that_overfills_a_map_is_refused_before_anything_changes() {
 
 #[test]
 fn an_incompatible_state_map_is_refused_without_leaks() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write("10.yaml", &ratelimit(&env, 100, 10));
     env.apply();
     let pin = env.chain_dir().join("fn/rl/state/rl_buckets");
@@ -397,7 +376,7 @@ fn an_incompatible_state_map_is_refused_without_leaks() {
 
 #[test]
 fn an_interface_that_vanished_keeps_its_chain_until_it_returns() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.write("10.yaml", &counted_chain(&env, false));
     env.apply();
     let rx = env.receiver();
@@ -458,7 +437,7 @@ fn bpftool(args: &[&str]) {
 
 #[test]
 fn drift_is_shown_by_plan_and_repaired_by_apply() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     let mut cfg = String::from("version: 1\nfunctions:\n");
     cfg += &head(&env, "bl", 10, "{builtin: blocklist}");

@@ -14,15 +14,6 @@ use reconciler::kernel::loader::{self, LoadRequest, Loaded, ProgKind};
 use reconciler::kernel::map::ByteMap;
 use reconciler::kernel::{netns, sys, tc};
 
-macro_rules! env {
-    () => {
-        match Env::new(module_path!()) {
-            Some(env) => env,
-            None => return,
-        }
-    };
-}
-
 const DENIED: &str = "203.0.113.7";
 
 /// One function of a chain: (name, priority, program, maps YAML).
@@ -83,7 +74,7 @@ fn tags(map: &ByteMap) -> BTreeMap<(u32, u32), u64> {
 
 #[test]
 fn tc_ingress_drops_and_marks() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     let tagcount = format!("{{object: {}}}", env.test_object("tagcount").display());
     env.write(
@@ -151,7 +142,7 @@ fn tc_ingress_drops_and_marks() {
 
 #[test]
 fn tc_egress_sets_the_dscp_the_receiver_sees() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(WIDER);
     let tagcount = format!("{{object: {}}}", env.test_object("tagcount").display());
     // The sender's egress marks; the receiver's ingress counts what arrives.
@@ -289,7 +280,7 @@ fn foreign_filter_seen(env: &Env) -> u64 {
 
 #[test]
 fn other_tools_programs_keep_working_through_apply_reorder_and_down() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     let object = env.test_object("foreign_tc");
     let tcx = ForeignTcx::attach(&env, &object);
@@ -380,7 +371,7 @@ fn other_tools_programs_keep_working_through_apply_reorder_and_down() {
 
 #[test]
 fn the_clsact_fallback_attaches_drops_and_cleans_up_after_itself() {
-    let env = env!();
+    let env = kfd_tests::test_env!();
     env.add_source(DENIED);
     env.write(
         "10.yaml",
