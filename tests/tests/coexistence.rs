@@ -292,12 +292,45 @@ fn finish(child: Child) -> (i32, String, String) {
     )
 }
 
+/// `kfd apply` with `conf`, stderr to `err` so it can be read while it runs.
+fn spawn_apply(env: &Env, conf: &Path, err: &Path) -> Child {
+    kfd_with_config(env, conf, &["apply"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(err).expect("stderr file"))
+        .spawn()
+        .expect("kfd apply")
+}
+
+/// Waits for `child`; its exit code and the stderr it wrote to `err`.
+fn finish_to(mut child: Child, err: &Path) -> (i32, String) {
+    let status = child.wait().expect("kfd");
+    let stderr = fs::read_to_string(err).expect("stderr file");
+    (status.code().unwrap_or(-1), stderr)
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    // SAFETY: kill on our own child, which has not been waited for.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {sig}");
+}
+
+/// Whether process `pid` holds an flock, per /proc/locks
+/// (`1: FLOCK  ADVISORY  WRITE 1234 00:1f:1 0 EOF`).
+fn holds_flock(pid: u32) -> bool {
+    let locks = fs::read_to_string("/proc/locks").expect("/proc/locks");
+    let pid = pid.to_string();
+    locks.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"FLOCK") && f.get(4) == Some(&pid.as_str())
+    })
+}
+
 #[test]
 fn two_applies_at_once_serialise_and_the_last_one_wins() {
     let env = kfd_tests::test_env!();
     env.add_source(DENIED_A);
     let (one, two) = (other_conf(&env, "conf-one"), other_conf(&env, "conf-two"));
-    // Big enough that the second run surely starts while the first holds the lock.
+    // Big enough that each apply is real work (a swap of 30k entries).
     fs::write(one.join("10-edge.yaml"), big_config(&env, 0, 30_000)).expect("write");
     fs::write(two.join("10-edge.yaml"), big_config(&env, 200_000, 30_000)).expect("write");
     env.write(
@@ -313,35 +346,33 @@ fn two_applies_at_once_serialise_and_the_last_one_wins() {
         } else {
             (&two, &one)
         };
-        let a = kfd_with_config(&env, first, &["apply"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kfd apply");
-        // Let the first one take the lock.
-        std::thread::sleep(Duration::from_millis(30));
-        let b = kfd_with_config(&env, second, &["apply"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kfd apply");
-        let (ca, _, ea) = finish(a);
-        let (cb, _, eb) = finish(b);
-        assert_eq!((ca, cb), (0, 0), "round {round}: both succeed:\n{ea}\n{eb}");
-        // They overlapped (each takes far longer than the gap between the
-        // starts), so exactly one found the lock taken and waited: that one ran last.
-        let waited: Vec<bool> = [&ea, &eb].iter().map(|e| e.contains(WAITING)).collect();
-        let (first, second, waiting) = match waited[..] {
-            [false, true] => (first, second, &eb),
-            [true, false] => (second, first, &ea),
-            _ => panic!("round {round}: exactly one says it waited:\n{ea}\n---\n{eb}"),
-        };
+        // The overlap is forced, not left to timing: the first is paused
+        // (SIGSTOP) once it holds the lock, and resumed only after the second
+        // has said it is waiting.
+        let err_a = env.dir.join(format!("apply-{round}-a.err"));
+        let err_b = env.dir.join(format!("apply-{round}-b.err"));
+        let a = spawn_apply(&env, first, &err_a);
         assert!(
-            waiting.contains(&format!(
+            kfd_tests::wait_until(Duration::from_secs(10), || holds_flock(a.id())),
+            "round {round}: the first apply never took the lock"
+        );
+        signal(&a, libc::SIGSTOP);
+        let b = spawn_apply(&env, second, &err_b);
+        let b_waits = kfd_tests::wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(&err_b).is_ok_and(|e| e.contains(WAITING))
+        });
+        signal(&a, libc::SIGCONT);
+        assert!(b_waits, "round {round}: the second apply never waited");
+        let (ca, ea) = finish_to(a, &err_a);
+        let (cb, eb) = finish_to(b, &err_b);
+        assert_eq!((ca, cb), (0, 0), "round {round}: both succeed:\n{ea}\n{eb}");
+        assert!(!ea.contains(WAITING), "round {round}: {ea}");
+        assert!(
+            eb.contains(&format!(
                 "kfd: another kfd holds {}; waiting for it to finish",
                 env.bpffs.display()
             )),
-            "{waiting}"
+            "{eb}"
         );
         // The state is the last one's config, exactly.
         let plan_last = kfd_with_config(&env, second, &["plan"])
