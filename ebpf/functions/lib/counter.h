@@ -14,7 +14,9 @@ struct counter_value {
 };
 
 /* State: counts, key = IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6,
- * ...) or 256 for non-IP traffic. Per CPU; readers sum the CPUs. */
+ * ...) or 256 for non-IP traffic. For IPv6 it is the fixed header's next
+ * header: extension headers are not walked, so e.g. MLD reports (behind a
+ * hop-by-hop header) count under 0. Per CPU; readers sum the CPUs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTER_NON_IP + 1);
