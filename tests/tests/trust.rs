@@ -128,6 +128,20 @@ fn refused(path: &Path, flags: &[&str], want: &str) {
     assert_eq!(lines, [want], "for {}", path.display());
 }
 
+/// `config(limit)` as `10.yaml` is valid; `config(limit + 1)` is refused
+/// with the one error `want(path)`.
+fn limit_is_exact(
+    s: &Scratch,
+    limit: usize,
+    config: impl Fn(usize) -> String,
+    want: impl FnOnce(&Path) -> String,
+) {
+    let f = s.file("10.yaml", config(limit), 0o644);
+    valid(&f, &[]);
+    s.file("10.yaml", config(limit + 1), 0o644);
+    refused(&f, &[], &want(&f));
+}
+
 const CONFIG: &str = "version: 1\nfunctions:\n  - name: bl\n    interface: eth0\n    hook: xdp\n    program:\n      builtin: blocklist\n";
 
 /// A config running `object` (with extra program keys).
@@ -587,18 +601,13 @@ fn a_chain_holds_at_most_32_functions() {
         }
         c
     };
-    let f = s.file("10.yaml", config(32), 0o644);
-    valid(&f, &[]);
-    s.file("10.yaml", config(33), 0o644);
     // Reported at the 33rd function in run order (f32, line 3 + 32 * 5).
-    refused(
-        &f,
-        &[],
-        &format!(
+    limit_is_exact(&s, 32, config, |f| {
+        format!(
             "{}:163:5: chain eth0 xdp would hold 33 functions; at most 32 fit",
             f.display()
-        ),
-    );
+        )
+    });
 }
 
 #[test]
@@ -607,7 +616,7 @@ fn a_map_holds_at_most_its_max_entries() {
     s.dir("objs", 0o755);
     // corpus_types' `by_mac` is a hash of 4 entries.
     let obj = s.object("objs/types.bpf.o", "corpus_types", 0o644);
-    let config = |n: u32| {
+    let config = |n: usize| {
         let mut c = with_object(&obj, "    maps:\n      by_mac:\n        entries:\n");
         for i in 0..n {
             c.push_str(&format!(
@@ -616,15 +625,10 @@ fn a_map_holds_at_most_its_max_entries() {
         }
         c
     };
-    let f = s.file("10.yaml", config(4), 0o644);
-    valid(&f, &[]);
-    s.file("10.yaml", config(5), 0o644);
-    refused(
-        &f,
-        &[],
-        &format!(
+    limit_is_exact(&s, 4, config, |f| {
+        format!(
             "{}:9:7: function extra: map by_mac: 5 entries, but it holds at most 4 (max_entries)",
             f.display()
-        ),
-    );
+        )
+    });
 }

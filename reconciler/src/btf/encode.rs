@@ -577,33 +577,26 @@ impl Encoder {
                 step.name.to_string()
             }
         };
-        let value = match &node.kind {
-            Kind::Scalar(s) => match s.resolve() {
-                Resolved::Int(v) => v,
-                Resolved::Str(name) => {
-                    return match e.values.iter().find(|(n, _)| **n == *name) {
-                        Some((_, v)) => Ok(*v),
-                        None => Err(Self::fail(
-                            node,
-                            EncodeErrorKind::UnknownEnumerator {
-                                name: name.to_owned(),
-                                ty: ty(),
-                                valid: valid(),
-                            },
-                        )),
-                    };
-                }
-                _ => {
-                    return Err(Self::fail(
+        let resolved = match &node.kind {
+            Kind::Scalar(s) => Some(s.resolve()),
+            _ => None,
+        };
+        let value = match resolved {
+            Some(Resolved::Int(v)) => v,
+            Some(Resolved::Str(name)) => {
+                return match e.values.iter().find(|(n, _)| **n == *name) {
+                    Some((_, v)) => Ok(*v),
+                    None => Err(Self::fail(
                         node,
-                        EncodeErrorKind::ExpectedEnum {
+                        EncodeErrorKind::UnknownEnumerator {
+                            name: name.to_owned(),
                             ty: ty(),
-                            found: text::describe(node),
                             valid: valid(),
                         },
-                    ));
-                }
-            },
+                    )),
+                };
+            }
+            // Other scalars (bools, floats, null) and collections.
             _ => {
                 return Err(Self::fail(
                     node,

@@ -882,6 +882,11 @@ mod tests {
         maps.iter().map(|m| m.name.as_str()).collect()
     }
 
+    /// Type, key size, value size and max_entries.
+    fn dims(m: &MapDef) -> (u32, u32, u32, u32) {
+        (m.map_type, m.key_size, m.value_size, m.max_entries)
+    }
+
     /// The chain maps every KF shares (kf.h).
     const KF_MAPS: [&str; 3] = ["kf_progs", "kf_stats", "kf_ctl"];
 
@@ -915,15 +920,7 @@ mod tests {
             assert_eq!(btf.type_name(map.value_type.expect("value type")), "__u8");
         }
         let progs = info.map("kf_progs").expect("kf_progs");
-        assert_eq!(
-            (
-                progs.map_type,
-                progs.key_size,
-                progs.value_size,
-                progs.max_entries
-            ),
-            (BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 64)
-        );
+        assert_eq!(dims(progs), (BPF_MAP_TYPE_PROG_ARRAY, 4, 4, 64));
         let stats = info.map("kf_stats").expect("kf_stats");
         assert_eq!(
             (stats.map_type, stats.value_size, stats.max_entries),
@@ -975,29 +972,13 @@ mod tests {
         expected.extend(["rl_config", "rl_buckets"]);
         assert_eq!(names(&info.maps), expected);
         let config = info.map("rl_config").expect("rl_config");
-        assert_eq!(
-            (
-                config.map_type,
-                config.key_size,
-                config.value_size,
-                config.max_entries
-            ),
-            (BPF_MAP_TYPE_ARRAY, 4, 16, 1)
-        );
+        assert_eq!(dims(config), (BPF_MAP_TYPE_ARRAY, 4, 16, 1));
         assert_eq!(
             info.btf.type_name(config.value_type.expect("value type")),
             "struct rl_config"
         );
         let buckets = info.map("rl_buckets").expect("rl_buckets");
-        assert_eq!(
-            (
-                buckets.map_type,
-                buckets.key_size,
-                buckets.value_size,
-                buckets.max_entries
-            ),
-            (BPF_MAP_TYPE_LRU_HASH, 20, 16, 65536)
-        );
+        assert_eq!(dims(buckets), (BPF_MAP_TYPE_LRU_HASH, 20, 16, 65536));
         assert_eq!(info.programs[0].name, "ratelimit");
         assert!(info.references_map("ratelimit", "kf_progs"));
         assert!(info.references_map("ratelimit", "rl_buckets"));
@@ -1007,15 +988,7 @@ mod tests {
         expected.push("counts");
         assert_eq!(names(&info.maps), expected);
         let counts = info.map("counts").expect("counts");
-        assert_eq!(
-            (
-                counts.map_type,
-                counts.key_size,
-                counts.value_size,
-                counts.max_entries
-            ),
-            (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, 257)
-        );
+        assert_eq!(dims(counts), (BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, 257));
         assert_eq!(info.programs[0].section, "xdp");
         assert!(info.references_map("counter", "kf_progs"));
 
@@ -1081,15 +1054,7 @@ mod tests {
         let inner = outer.inner.as_deref().expect("inner definition");
         assert_eq!(inner.name, "fx_outer.inner");
         assert_eq!(inner.source, MapSource::Inner);
-        assert_eq!(
-            (
-                inner.map_type,
-                inner.key_size,
-                inner.value_size,
-                inner.max_entries
-            ),
-            (BPF_MAP_TYPE_ARRAY, 4, 8, 4)
-        );
+        assert_eq!(dims(inner), (BPF_MAP_TYPE_ARRAY, 4, 8, 4));
         assert_eq!(
             info.btf.type_name(inner.value_type.expect("inner value")),
             "__u64"

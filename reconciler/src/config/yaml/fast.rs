@@ -664,21 +664,8 @@ impl<'a> Parser<'a> {
             loop {
                 let node = self.flow_node(depth)?;
                 self.items.push(node);
-                self.skip_spaces();
-                match self.peek() {
-                    Some(b',') => {
-                        self.pos += 1;
-                        self.skip_spaces();
-                        if self.peek() == Some(b']') {
-                            return Err(Unsupported);
-                        }
-                    }
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    // `:` (an implicit pair), a comment, a line break, ...
-                    _ => return Err(Unsupported),
+                if self.flow_end(b']')? {
+                    break;
                 }
             }
         }
@@ -715,20 +702,8 @@ impl<'a> Parser<'a> {
                 self.skip_spaces();
                 let value = self.flow_node(depth)?;
                 self.pairs.push((key, value));
-                self.skip_spaces();
-                match self.peek() {
-                    Some(b',') => {
-                        self.pos += 1;
-                        self.skip_spaces();
-                        if self.peek() == Some(b'}') {
-                            return Err(Unsupported);
-                        }
-                    }
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Unsupported),
+                if self.flow_end(b'}')? {
+                    break;
                 }
             }
         }
@@ -736,6 +711,29 @@ impl<'a> Parser<'a> {
             mark,
             kind: Kind::Mapping(tree::take(&mut self.pairs, start)),
         })
+    }
+
+    /// After a flow item: `,` (another item follows: false) or `close` (the
+    /// collection ends: true). Anything else, such as `:` (an implicit
+    /// pair), a comment, a line break or a trailing comma, is for the full
+    /// parser.
+    fn flow_end(&mut self, close: u8) -> Fast<bool> {
+        self.skip_spaces();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                self.skip_spaces();
+                if self.peek() == Some(close) {
+                    return Err(Unsupported);
+                }
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(Unsupported),
+        }
     }
 
     /// Checks a key of the mapping whose entries start at `start`, remembering the first
