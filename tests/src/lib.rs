@@ -8,6 +8,7 @@
 //! Without root or bpffs the tests skip, unless `KFD_REQUIRE_KERNEL_TESTS=1`
 //! (CI sets it), which turns a skip into a failure.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -443,6 +444,48 @@ impl Env {
         Flow::start(self.ns_path(&self.ns_a), src.parse().expect("source"), pps)
     }
 
+    /// Counters of every place outside the chain where the kernel drops a
+    /// datagram between the flow's socket and the receiver's: the sending
+    /// veth (a full peer ring), the receiving veth, and the receiver's UDP
+    /// layer (a full socket buffer). A loss the chain did not cause shows up
+    /// here.
+    pub fn drop_counters(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (ns, dev, side) in [
+            (&self.ns_a, &self.if_a, "tx"),
+            (&self.ns_b, &self.if_b, "rx"),
+        ] {
+            let json = sh(&["ip", "-n", ns, "-s", "-j", "link", "show", "dev", dev]);
+            let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j link");
+            for dir in ["tx", "rx"] {
+                let n = v[0]["stats64"][dir]["dropped"].as_u64().unwrap_or(0);
+                out.insert(format!("{side} veth {dev} {dir}_dropped"), n);
+            }
+        }
+        let snmp = sh(&["ip", "netns", "exec", &self.ns_b, "cat", "/proc/net/snmp"]);
+        let udp: Vec<Vec<&str>> = snmp
+            .lines()
+            .filter(|l| l.starts_with("Udp: "))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        if let [names, values] = &udp[..] {
+            for (n, v) in names.iter().zip(values).skip(1) {
+                if n.ends_with("Errors") {
+                    out.insert(format!("receiver Udp {n}"), v.parse().unwrap_or(0));
+                }
+            }
+        }
+        // The per-CPU backlog (generic XDP and the stack queue there); machine-wide.
+        let softnet = fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
+        let backlog: u64 = softnet
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter_map(|h| u64::from_str_radix(h, 16).ok())
+            .sum();
+        out.insert("machine backlog (softnet_stat) dropped".into(), backlog);
+        out
+    }
+
     /// Writes a test-only object (from `tests/bpf/`) into the scratch dir and
     /// returns its path, as a config's `object:` would name it.
     pub fn test_object(&self, name: &str) -> PathBuf {
@@ -706,6 +749,9 @@ impl Drop for Receiver {
     }
 }
 
+/// The most datagrams a flow sends back to back.
+const MAX_BURST: u64 = 32;
+
 /// A paced UDP flow with sequence numbers, from one source.
 pub struct Flow {
     stop: Arc<AtomicBool>,
@@ -733,8 +779,12 @@ impl Flow {
                     let start = Instant::now();
                     let mut seq = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        // Pace: keep seq at pps × elapsed.
+                        // Pace: keep seq at pps × elapsed, but after this
+                        // thread was starved catch up in bursts of at most
+                        // MAX_BURST: one burst larger than a veth's ring (256)
+                        // would be dropped by the veth, not by the chain.
                         let due = (start.elapsed().as_secs_f64() * pps as f64) as u64;
+                        let due = due.min(seq + MAX_BURST);
                         while seq < due {
                             if sock
                                 .send_to(&seq.to_be_bytes(), SocketAddr::new(dst, PORT))

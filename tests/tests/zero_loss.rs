@@ -11,7 +11,7 @@
 //!   Sends within `GUARD` of an apply's start are not judged: a packet reaches
 //!   the hook a little after `sendto()` returns.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,7 @@ fn config(env: &Env, l: &Layout) -> String {
 
 /// One apply: when it started and returned, and D's allow state after it.
 struct Change {
+    kind: &'static str,
     start: Instant,
     end: Instant,
     allow_d: bool,
@@ -97,11 +98,13 @@ fn no_packet_is_lost_or_misjudged(env: &Env, per_kind: usize) {
     let t = Instant::now();
     env.apply();
     let mut changes = vec![Change {
+        kind: "first apply",
         start: t,
         end: Instant::now(),
         allow_d: true,
     }];
     let rx = env.receiver();
+    let drops_before = env.drop_counters();
     let flow_a = env.flow(A4, 20_000);
     let flow_d = env.flow(D, 5_000);
     std::thread::sleep(Duration::from_millis(100));
@@ -131,6 +134,7 @@ fn no_packet_is_lost_or_misjudged(env: &Env, per_kind: usize) {
             );
             strategies.insert(kind);
             changes.push(Change {
+                kind,
                 start,
                 end,
                 allow_d: layout.allow_d,
@@ -140,10 +144,12 @@ fn no_packet_is_lost_or_misjudged(env: &Env, per_kind: usize) {
         }
     }
     std::thread::sleep(Duration::from_millis(100));
-    let sent_a = flow_a.stop();
+    let sent_a_at = flow_a.stop_with_times();
+    let sent_a = sent_a_at.len() as u64;
     let sent_d = flow_d.stop_with_times();
     rx.wait_for(A4, sent_a as usize, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
+    let drops_after = env.drop_counters();
 
     // A: nothing lost.
     let got_a: BTreeSet<u64> = rx.sequences(A4).into_iter().collect();
@@ -154,9 +160,10 @@ fn no_packet_is_lost_or_misjudged(env: &Env, per_kind: usize) {
     );
     assert!(
         lost.is_empty(),
-        "{} of {sent_a} packets of the always-allowed flow were lost: {:?}…",
+        "{} of {sent_a} packets of the always-allowed flow were lost: {:?}…\n{}",
         lost.len(),
-        &lost[..lost.len().min(10)]
+        &lost[..lost.len().min(10)],
+        where_lost(&lost, &sent_a_at, &changes, &drops_before, &drops_after)
     );
 
     // D: judged against the allow state in force when each packet was sent.
@@ -196,4 +203,44 @@ fn no_packet_is_lost_or_misjudged(env: &Env, per_kind: usize) {
         &wrong[..wrong.len().min(10)]
     );
     assert_eq!(strategies.len(), 4);
+}
+
+/// What a test failure needs to tell a chain's loss from the harness's: when
+/// the lost packets were sent relative to the changes, and what the kernel
+/// dropped outside the chain meanwhile.
+fn where_lost(
+    lost: &[u64],
+    sent_at: &[Instant],
+    changes: &[Change],
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> String {
+    let mut out = String::new();
+    let t0 = changes[0].start;
+    for seq in [lost[0], lost[lost.len() - 1]] {
+        let at = sent_at[seq as usize];
+        let during = changes.iter().position(|c| c.start <= at && at <= c.end);
+        let last = changes.iter().rposition(|c| c.end <= at);
+        let _ = writeln!(
+            out,
+            "seq {seq} sent at +{} ms: {}",
+            at.duration_since(t0).as_millis(),
+            match (during, last) {
+                (Some(i), _) => format!("during change #{i} ({})", changes[i].kind),
+                (None, Some(i)) => format!(
+                    "{} ms after change #{i} ({}) returned",
+                    at.duration_since(changes[i].end).as_millis(),
+                    changes[i].kind
+                ),
+                (None, None) => "before any change".into(),
+            }
+        );
+    }
+    for (k, v) in after {
+        let d = v - before.get(k).copied().unwrap_or(0);
+        if d > 0 {
+            let _ = writeln!(out, "kernel drops outside the chain meanwhile: {k} +{d}");
+        }
+    }
+    out
 }
