@@ -172,8 +172,10 @@ fn datapath() {
     ] {
         compare(&env, &case, &pkt);
     }
-    floor(&pkt, ProgKind::Xdp);
-    floor(&pkt, ProgKind::Classifier);
+    for kind in [ProgKind::Xdp, ProgKind::Classifier] {
+        floor(&pkt, kind, Floor::KfNext);
+        floor(&pkt, kind, Floor::TailCallOnly);
+    }
 }
 
 const REPEAT: u32 = 1_000_000;
@@ -235,15 +237,31 @@ fn compare(env: &Env, case: &Case, pkt: &[u8]) {
     );
 }
 
+/// What the KFs of a floor chain do.
+#[derive(Clone, Copy)]
+enum Floor {
+    /// `kf_next` only: the kfd ABI (verdict counter, proceed_on, tail call).
+    KfNext,
+    /// The tail call only: the machine's own cost of a hop.
+    TailCallOnly,
+}
+
 /// The cost of a bare hop on this machine: root + 3 KFs that do nothing
-/// but `kf_next`, against the empty program, paired the same way.
-fn floor(pkt: &[u8], kind: ProgKind) {
+/// but `kf_next` (or only its tail call), against the empty program, paired
+/// the same way.
+fn floor(pkt: &[u8], kind: ProgKind, what: Floor) {
     use reconciler::kernel::bpffs;
     use reconciler::kernel::loader::PinnedMap;
     use reconciler::model::Hook;
-    let (hook, kf, empty, label) = match kind {
-        ProgKind::Xdp => (Hook::Xdp, "kf_pass", "xdp_pass", "xdp"),
-        ProgKind::Classifier => (Hook::TcIngress, "kf_pass_tc", "tc_pass", "tc"),
+    let (hook, empty, label) = match kind {
+        ProgKind::Xdp => (Hook::Xdp, "xdp_pass", "xdp"),
+        ProgKind::Classifier => (Hook::TcIngress, "tc_pass", "tc"),
+    };
+    let (kf, does) = match (what, kind) {
+        (Floor::KfNext, ProgKind::Xdp) => ("kf_pass", "only kf_next"),
+        (Floor::KfNext, ProgKind::Classifier) => ("kf_pass_tc", "only kf_next"),
+        (Floor::TailCallOnly, ProgKind::Xdp) => ("kf_tail_only", "only the tail call"),
+        (Floor::TailCallOnly, ProgKind::Classifier) => ("kf_tail_only_tc", "only the tail call"),
     };
     let dir = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/kfd-bench-{}-{label}",
@@ -312,7 +330,7 @@ fn floor(pkt: &[u8], kind: ProgKind) {
         .collect();
     let (d, _) = stats(diffs);
     println!(
-        "  floor ({label}): root + 3 empty KFs cost {d:.1} ns over an empty program, {:.2} ns per hop",
+        "  floor ({label}): root + 3 KFs doing {does} cost {d:.1} ns over an empty program, {:.2} ns per hop",
         d / 3.0
     );
     drop(kfs);
