@@ -22,10 +22,21 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.mark {
-            Some(m) => write!(f, "{}:{}:{}: {}", self.file, m.line, m.col, self.kind),
-            None => write!(f, "{}: {}", self.file, self.kind),
+        let text = match self.mark {
+            Some(m) => format!("{}:{}:{}: {}", self.file, m.line, m.col, self.kind),
+            None => format!("{}: {}", self.file, self.kind),
+        };
+        // One error, one line, whatever a file name, key or tag holds (YAML
+        // decodes `%0A` in a tag, and quoted keys may hold any character):
+        // control characters print escaped.
+        for c in text.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
         }
+        Ok(())
     }
 }
 

@@ -100,6 +100,15 @@ fn snapshot_of(files: &[(&str, &str)]) -> Snapshot {
 }
 
 #[test]
+fn an_error_is_one_line_whatever_the_file_name_holds() {
+    let e = ConfigError::file("/etc/kf.d/a\nb\u{7}.yaml", ErrorKind::Empty);
+    assert_eq!(
+        e.to_string(),
+        "/etc/kf.d/a\\nb\\u{7}.yaml: file is empty (an empty file changes nothing; its last good version stays in force)"
+    );
+}
+
+#[test]
 fn the_bundled_example_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config.d");
     let l = load(&dir, &Snapshot::default(), &rules()).unwrap();

@@ -110,7 +110,7 @@ struct Anchored<'a> {
 
 struct Builder<'a> {
     src: &'a str,
-    /// See [`clamp`].
+    /// Where the file ends (see [`mark_of`]).
     end: Mark,
     offsets: Offsets<'a>,
     items: Vec<Node<'a>>,
@@ -125,36 +125,36 @@ struct Builder<'a> {
     root: Option<Node<'a>>,
 }
 
-/// saphyr markers: 1-based lines, 0-based columns in characters.
-fn mark_of(marker: Marker) -> Mark {
-    Mark::new(
-        u32::try_from(marker.line().max(1)).unwrap_or(u32::MAX),
-        u32::try_from(marker.col().saturating_add(1)).unwrap_or(u32::MAX),
-    )
-}
-
 /// The last position a mark may name: just past the end of the last line. Lines end as
 /// YAML ends them: "\n", "\r\n" or a lone "\r".
 fn end_of(src: &str) -> Mark {
-    let breaks =
-        src.matches('\n').count() + src.matches('\r').count() - src.matches("\r\n").count();
-    let last = src.rsplit(['\n', '\r']).next().unwrap_or("");
-    Mark::new(
-        u32::try_from(breaks + 1).unwrap_or(u32::MAX),
-        u32::try_from(last.chars().count() + 1).unwrap_or(u32::MAX),
-    )
+    let (mut line, mut col) = (1u32, 1u32);
+    let mut after_cr = false;
+    for c in src.chars() {
+        match c {
+            '\n' if after_cr => {}
+            '\n' | '\r' => (line, col) = (line.saturating_add(1), 1),
+            _ => col = col.saturating_add(1),
+        }
+        after_cr = c == '\r';
+    }
+    Mark::new(line, col)
 }
 
-/// At the end of a file with no final newline, saphyr marks errors and empty nodes on the
-/// line after the last one, which no editor can go to: those point at `end` instead.
-fn clamp(mark: Mark, end: Mark) -> Mark {
+/// A saphyr marker (1-based line, 0-based column in characters) as a mark. At the end of
+/// a file with no final newline, saphyr marks errors and empty nodes on the line after
+/// the last one, which no editor can go to: those point at `end` instead.
+fn mark_of(marker: Marker, end: Mark) -> Mark {
+    let mark = Mark::new(
+        u32::try_from(marker.line().max(1)).unwrap_or(u32::MAX),
+        u32::try_from(marker.col().saturating_add(1)).unwrap_or(u32::MAX),
+    );
     if mark.line > end.line { end } else { mark }
 }
 
 fn syntax(error: &ScanError, end: Mark) -> YamlError {
-    let mark = clamp(mark_of(*error.marker()), end);
     YamlError::Syntax {
-        mark,
+        mark: mark_of(*error.marker(), end),
         // `info` is the message alone; saphyr's `Display` appends the position.
         message: error.info().to_owned(),
     }
@@ -170,23 +170,13 @@ fn style_of(style: saphyr_parser::ScalarStyle) -> ScalarStyle {
     }
 }
 
-/// How a tag is written back: `!!str`, `!local`, or verbatim. Control characters (a
-/// tag may hold `%0A`, which YAML decodes) are escaped, so a message stays on one line.
+/// How a tag is written back: `!!str`, `!local`, or verbatim.
 fn tag_text(tag: &Tag) -> String {
-    let text = match tag.handle.as_str() {
+    match tag.handle.as_str() {
         "tag:yaml.org,2002:" => format!("!!{}", tag.suffix),
         "!" => format!("!{}", tag.suffix),
         handle => format!("!<{handle}{}>", tag.suffix),
-    };
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    }
 }
 
 /// Checks a node's tag. `Ok(true)`: the scalar is forced to be a string.
@@ -234,7 +224,7 @@ impl<'a> Builder<'a> {
         while let Some(next) = parser.next_event() {
             let (event, span) = next.map_err(|e| syntax(&e, self.end))?;
             self.events += 1;
-            let mark = clamp(mark_of(span.start), self.end);
+            let mark = mark_of(span.start, self.end);
             match event {
                 Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
                 Event::StreamEnd => break,
@@ -279,7 +269,7 @@ impl<'a> Builder<'a> {
         tag: Option<&Tag>,
         span: Span,
     ) -> Result<(), YamlError> {
-        let mark = clamp(mark_of(span.start), self.end);
+        let mark = mark_of(span.start, self.end);
         let forced = check_tag(tag, mark, true)?;
         let mut style = style_of(style);
         let text = self.borrow(text, span.start, style);
