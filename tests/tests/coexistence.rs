@@ -283,15 +283,6 @@ fn big_config(env: &Env, from: u32, n: u32) -> String {
     s
 }
 
-fn finish(child: Child) -> (i32, String, String) {
-    let out = child.wait_with_output().expect("kfd");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `kfd apply` with `conf`, stderr to `err` so it can be read while it runs.
 fn spawn_apply(env: &Env, conf: &Path, err: &Path) -> Child {
     kfd_with_config(env, conf, &["apply"])
@@ -502,41 +493,46 @@ fn a_run_that_finds_the_lock_taken_says_so_and_waits() {
     assert!(!env.bpffs.exists(), "down ran once the lock was free");
 }
 
-/// `kfd apply` while `kfd run` serves the same root and config dir: every
-/// config change starts an apply at once and, after its quiet window, a
-/// daemon pass. They take turns under the lock (whichever comes second
-/// finds the other's work done), every apply and every pass succeeds, and
-/// the kernel ends each round with exactly that round's config.
+/// `kfd apply` while `kfd run` serves the same root and config dir. Each
+/// round changes the config, starts an apply and pauses it (SIGSTOP) once it
+/// holds the lock, so the daemon's pass for the same change, after its quiet
+/// window, must find the lock taken and wait; the apply is resumed when the
+/// daemon says so. The apply succeeds, the pass then finds the kernel in sync
+/// (the apply did the work), and the kernel holds exactly that round's config.
 #[test]
 fn apply_during_run_takes_turns_with_the_daemon() {
     let env = kfd_tests::test_env!();
     env.add_source(DENIED_A);
     env.write("10-edge.yaml", &big_config(&env, 0, 20_000));
-    let d = env.daemon(&["--resync-interval", "0"]);
+    // A quiet window long enough that the apply surely holds the lock first.
+    let d = env.daemon(&["--resync-interval", "0", "--debounce", "1s"]);
     let rx = env.receiver();
     let mut allowed = 0;
-    let mut waited = 0;
     for round in 1..=5u32 {
         let mark = d.mark();
         env.write("10-edge.yaml", &big_config(&env, round * 100_000, 20_000));
-        let apply = kfd_with_config(&env, &env.conf(), &["apply"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kfd apply");
-        let (code, out, err) = finish(apply);
-        assert_eq!(code, 0, "round {round}: apply:\n{out}\n{err}");
-        let pass = d.next_pass(mark);
-        // Usually the apply ran first and the pass finds nothing to do.
+        let err = env.dir.join(format!("apply-during-run-{round}.err"));
+        let apply = spawn_apply(&env, &env.conf(), &err);
         assert!(
-            pass.contains("(file change: 10-edge.yaml): in sync")
-                || pass.contains("(file change: 10-edge.yaml): converged 1 chain"),
+            kfd_tests::wait_until(Duration::from_secs(10), || holds_flock(apply.id())),
+            "round {round}: the apply never took the lock"
+        );
+        signal(&apply, libc::SIGSTOP);
+        let daemon_waits = d.wait_log(mark, "waiting for it to finish");
+        signal(&apply, libc::SIGCONT);
+        assert!(
+            daemon_waits,
+            "round {round}: the daemon's pass never waited for the apply:\n{}",
+            d.log()
+        );
+        let (code, stderr) = finish_to(apply, &err);
+        assert_eq!(code, 0, "round {round}: apply:\n{stderr}");
+        let pass = d.next_pass(mark);
+        assert!(
+            pass.contains("(file change: 10-edge.yaml): in sync"),
             "round {round}: the daemon's pass: {pass}\n{}",
             d.log()
         );
-        if d.log()[mark..].contains("waiting for it to finish") {
-            waited += 1;
-        }
         let plan = kfd_with_config(&env, &env.conf(), &["plan"])
             .output()
             .expect("plan");
@@ -553,5 +549,4 @@ fn apply_during_run_takes_turns_with_the_daemon() {
         !log.contains("failure") && !log.contains("failed"),
         "a pass failed:\n{log}"
     );
-    eprintln!("the daemon's pass waited for the apply in {waited} of 5 rounds");
 }
