@@ -3,18 +3,6 @@
  * to measure a hop. */
 #include "kf.h"
 
-SEC("xdp")
-int kf_pass(struct xdp_md *ctx)
-{
-	return kf_next(ctx, XDP_PASS);
-}
-
-SEC("classifier")
-int kf_pass_tc(struct __sk_buff *skb)
-{
-	return kf_next(skb, TC_ACT_UNSPEC);
-}
-
 /* The tail call alone, without kf_next's verdict counter: what a hop costs
  * on this machine before kfd adds anything. */
 static __always_inline int tail_only(void *ctx, int verdict)
@@ -25,16 +13,20 @@ static __always_inline int tail_only(void *ctx, int verdict)
 	return verdict;
 }
 
-SEC("xdp")
-int kf_tail_only(struct xdp_md *ctx)
-{
-	return tail_only(ctx, XDP_PASS);
-}
+/* NAME for XDP and NAME_tc for TC, each passing with BODY(ctx, verdict). */
+#define BENCH_KF(name, body)                                                   \
+	SEC("xdp")                                                             \
+	int name(struct xdp_md *ctx)                                           \
+	{                                                                      \
+		return body(ctx, XDP_PASS);                                    \
+	}                                                                      \
+	SEC("classifier")                                                      \
+	int name##_tc(struct __sk_buff *skb)                                   \
+	{                                                                      \
+		return body(skb, TC_ACT_UNSPEC);                               \
+	}
 
-SEC("classifier")
-int kf_tail_only_tc(struct __sk_buff *skb)
-{
-	return tail_only(skb, TC_ACT_UNSPEC);
-}
+BENCH_KF(kf_pass, kf_next)
+BENCH_KF(kf_tail_only, tail_only)
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

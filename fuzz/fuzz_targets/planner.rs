@@ -115,12 +115,16 @@ struct OChain {
 
 const LEFTOVERS: [&str; 4] = ["fn/a@new", "fn/b@old", "link@new", "fn/x@y@old"];
 
+/// A map read back: name, shape, and its content when it could be read
+/// (inner shape for map-in-map, entries).
+type OMap = (u8, u8, Option<(Option<u8>, Vec<(u16, u8)>)>);
+
 #[derive(Debug, Arbitrary)]
 struct OFn {
     prog: Option<u32>,
     meta: Option<(u32, u32, u32, u8, u8)>,
-    maps: Vec<(u8, u8, Option<(Option<u8>, Vec<(u16, u8)>)>)>,
-    state: Vec<(u8, u8, Option<(Option<u8>, Vec<(u16, u8)>)>)>,
+    maps: Vec<OMap>,
+    state: Vec<OMap>,
     /// Found only as `fn/<name>@old` (a run killed mid-promotion).
     retired: bool,
 }
@@ -241,6 +245,14 @@ fn desired_state(input: &Input) -> DesiredState {
     d
 }
 
+/// At most 4 maps, by name.
+fn observed_maps(maps: &[OMap]) -> BTreeMap<String, ObservedMap> {
+    maps.iter()
+        .take(4)
+        .map(|(n, s, c)| (MAP_NAMES[*n as usize % 4].to_owned(), observed_map(*s, c)))
+        .collect()
+}
+
 fn observed_map(shape: u8, content: &Option<(Option<u8>, Vec<(u16, u8)>)>) -> ObservedMap {
     let shape = shapes(shape);
     let inner = content.as_ref().and_then(|(i, _)| i.map(shapes));
@@ -275,22 +287,8 @@ fn observed_state(input: &Input) -> ObservedState {
                                 code_digest: [code % 4; 32],
                                 globals_digest: [globals % 3; 32],
                             }),
-                        maps: f
-                            .maps
-                            .iter()
-                            .take(4)
-                            .map(|(n, s, c)| {
-                                (MAP_NAMES[*n as usize % 4].to_owned(), observed_map(*s, c))
-                            })
-                            .collect(),
-                        state: f
-                            .state
-                            .iter()
-                            .take(4)
-                            .map(|(n, s, c)| {
-                                (MAP_NAMES[*n as usize % 4].to_owned(), observed_map(*s, c))
-                            })
-                            .collect(),
+                        maps: observed_maps(&f.maps),
+                        state: observed_maps(&f.state),
                         retired: f.retired,
                     },
                 )

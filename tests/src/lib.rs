@@ -452,8 +452,8 @@ impl Env {
     pub fn drop_counters(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for (ns, dev, side) in [
-            (&self.ns_a, &self.if_a, "tx"),
-            (&self.ns_b, &self.if_b, "rx"),
+            (&self.ns_a, &self.if_a, "sender"),
+            (&self.ns_b, &self.if_b, "receiver"),
         ] {
             let json = sh(&["ip", "-n", ns, "-s", "-j", "link", "show", "dev", dev]);
             let v: serde_json::Value = serde_json::from_str(&json).expect("ip -j link");
