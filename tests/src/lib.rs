@@ -280,6 +280,14 @@ impl Env {
             "nud",
             "permanent",
         ]);
+        // A queue on the sender's veth. Without one, a full receiver ring
+        // (its NAPI not scheduled in time on a busy machine) makes the veth
+        // drop; with one, the veth holds packets back in it (backpressure,
+        // Linux >= 6.16), and a full queue fails the sender's sendto, which
+        // is not counted as sent. Either way a lost packet is the chain's.
+        sh(&[
+            "tc", "-n", a, "qdisc", "replace", "dev", ia, "root", "pfifo", "limit", "10000",
+        ]);
     }
 
     fn mac(&self, ns: &str, ifn: &str) -> String {
