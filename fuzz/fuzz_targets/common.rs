@@ -16,6 +16,7 @@ pub fn check(bytes: &[u8]) -> Result<FileDesired, Vec<ConfigError>> {
     let run = || {
         process(
             FILE,
+            FILE,
             bytes,
             &mut Objects::default(),
             &rules,

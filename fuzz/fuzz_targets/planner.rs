@@ -18,7 +18,8 @@ use reconciler::desired::{
 };
 use reconciler::entries::EntrySet;
 use reconciler::model::{
-    ChainKey, Hook, MapShape, Source, TcAttach, TcSettings, UpdateMode, XdpMode, map_type,
+    ChainKey, ContentId, FileId, Hook, MapShape, Origin, Source, TcAttach, TcSettings, UpdateMode,
+    XdpMode, map_type,
 };
 use reconciler::plan::{Action, Phase, PlanOptions, plan};
 use reconciler::state::model::{
@@ -223,6 +224,10 @@ fn desired_state(input: &Input) -> DesiredState {
                 globals: Vec::new(),
                 globals_digest: [f.globals % 3; 32],
                 maps: config,
+                origin: Origin {
+                    file: FileId([1; 16]),
+                    content: ContentId([f.code % 2; 16]),
+                },
             });
         }
         // As config::merge leaves them: by priority, then name.
@@ -239,6 +244,7 @@ fn desired_state(input: &Input) -> DesiredState {
                 },
                 settings: None,
                 functions,
+                held: BTreeMap::new(),
             },
         );
     }
@@ -286,6 +292,7 @@ fn observed_state(input: &Input) -> ObservedState {
                                 proceed_on,
                                 code_digest: [code % 4; 32],
                                 globals_digest: [globals % 3; 32],
+                                origin: None,
                             }),
                         maps: observed_maps(&f.maps),
                         state: observed_maps(&f.state),

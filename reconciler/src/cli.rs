@@ -13,7 +13,7 @@ use reconciler::config::{self, DEFAULT_MAX_FILE_SIZE, ReadRules};
 use reconciler::layout::Layout;
 use reconciler::model::Hook;
 use reconciler::plan::{self, PlanOptions};
-use reconciler::reconcile::{Gathered, Instance, Lock, default_state_dir};
+use reconciler::reconcile::{Applied, Gathered, Instance, Lock, default_state_dir};
 use reconciler::{daemon, kernel, logging, state, status};
 
 /// kfd: declarative eBPF kernel-function chains from a config directory.
@@ -291,23 +291,34 @@ fn print_config_errors(g: &Gathered) {
         eprintln!("{e}");
     }
     for (name, st) in &g.config.files {
-        match st {
-            config::FileStatus::KeptLastGood => {
-                eprintln!("kfd: {name}: invalid; its last good version stays in force")
-            }
-            config::FileStatus::Rejected => {
-                eprintln!("kfd: {name}: invalid and never applied; it contributes nothing")
-            }
-            config::FileStatus::Valid => {}
+        if let Some(what) = st.describe() {
+            eprintln!("kfd: {name}: {what}");
         }
     }
+    for e in &g.store_errors {
+        eprintln!("kfd: {e}; the kernel's load records stand in for it");
+    }
+}
+
+/// One line per held function: which, on which chain, and why.
+fn held_lines(g: &Gathered) -> Vec<String> {
+    g.config
+        .desired
+        .chains
+        .iter()
+        .flat_map(|(k, c)| {
+            c.held
+                .iter()
+                .map(move |(n, h)| format!("{n} on {k} is kept exactly as it is live: {h}"))
+        })
+        .collect()
 }
 
 fn plan_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
     let _lock = lock(inst, false)?;
     let g = gather(inst)?;
     let p = inst.plan(&g);
-    let has_errors = !g.config.errors.is_empty();
+    let has_errors = !g.config.errors.is_empty() || !g.store_errors.is_empty();
     match output {
         Output::Text => {
             let diff = config_diff(&g);
@@ -361,13 +372,22 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
     let p = inst.plan(&g);
     let plan_time = t.elapsed();
     let t = Instant::now();
-    let report = inst.apply(&g, &p)?;
+    let Applied {
+        report,
+        store_error,
+    } = inst.apply(&g, &p);
     let apply_time = t.elapsed();
-    let ok = report.ok() && g.config.errors.is_empty();
+    let ok = report.ok()
+        && g.config.errors.is_empty()
+        && g.store_errors.is_empty()
+        && store_error.is_none();
     let timings = &g.config.timings;
     match output {
         Output::Text => {
             print_config_errors(&g);
+            for h in held_lines(&g) {
+                eprintln!("kfd: {h}");
+            }
             if p.in_sync() {
                 println!("in sync: nothing to do");
             }
@@ -384,6 +404,11 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
                     ),
                     Some(e) => eprintln!("kfd: {}: {e:#}", c.key),
                 }
+            }
+            if let Some(e) = &store_error {
+                eprintln!(
+                    "kfd: the kernel converged as above, but {e}; nothing is lost (the kernel's load records say what runs)"
+                );
             }
             println!(
                 "timings: read {} parse {} validate {} encode {} observe {} diff {} apply {} (kernel writes {}) total {}",
@@ -419,6 +444,10 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
                 "in_sync_before": p.in_sync(),
                 "chains": chains,
                 "errors": g.config.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "store_errors": g.store_errors.iter().map(ToString::to_string)
+                    .chain(store_error.iter().map(ToString::to_string))
+                    .collect::<Vec<_>>(),
+                "held": held_lines(&g),
                 "entries_written": report.entries_written(),
                 "timings": {
                     "read": timings.read.as_secs_f64(),

@@ -7,13 +7,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::entries::EntrySet;
-use crate::model::{ChainKey, Digest, MapShape, Source, TcSettings, UpdateMode, XdpMode};
+use crate::model::{ChainKey, Digest, MapShape, Origin, Source, TcSettings, UpdateMode, XdpMode};
 
 /// Everything the config asks for, by chain.
 #[derive(Debug, Clone, Default)]
 pub struct DesiredState {
     /// Chains, in key order.
     pub chains: BTreeMap<ChainKey, DesiredChain>,
+    /// Some file's content is unknown (invalid, with no last-good copy that
+    /// matches the kernel): chain settings it may have set are unknown too,
+    /// so live attachments are kept as they are.
+    pub incomplete: bool,
 }
 
 /// One chain: its settings and its functions in run order.
@@ -27,6 +31,61 @@ pub struct DesiredChain {
     pub settings: Option<Source>,
     /// Functions sorted by (priority, name): the order packets see them.
     pub functions: Vec<DesiredFunction>,
+    /// Live functions to keep exactly as they are, by name: what the config
+    /// asks of them is unknown or cannot be built right now. A pass never
+    /// unloads, reloads or rewrites them, and leaves the chain's order alone.
+    pub held: BTreeMap<String, Hold>,
+}
+
+impl DesiredChain {
+    /// A chain with default settings and nothing in it.
+    pub fn empty() -> Self {
+        Self {
+            xdp_mode: XdpMode::Auto,
+            tc: TcSettings::default(),
+            settings: None,
+            functions: Vec::new(),
+            held: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a live function is kept exactly as it is: an error, never a valid
+/// config, so nothing of it may be removed or rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum Hold {
+    /// The file that defines it is invalid, and no copy of that file which
+    /// matches the kernel is known (the store lost it, or lags behind).
+    FileInvalid {
+        /// The file's name in the config dir.
+        file: String,
+    },
+    /// Its object cannot be used right now.
+    Object {
+        /// Where the function is defined.
+        source: Source,
+        /// The error, as reported.
+        error: String,
+    },
+    /// Loaded by a kfd that kept no origin, while some file's content is
+    /// unknown: it may be that file's.
+    UnknownOrigin,
+}
+
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hold::FileInvalid { file } => write!(
+                f,
+                "{file} is invalid and no last good copy of it matches the kernel"
+            ),
+            Hold::Object { source, error } => write!(f, "{source}: {error}"),
+            Hold::UnknownOrigin => f.write_str(
+                "its file is not recorded (loaded by an older kfd) and some file is invalid",
+            ),
+        }
+    }
 }
 
 /// One function on one chain.
@@ -48,6 +107,8 @@ pub struct DesiredFunction {
     pub globals_digest: Digest,
     /// Config maps (the ones kfd writes), by name.
     pub maps: BTreeMap<String, DesiredMap>,
+    /// The file and content it comes from (recorded with the live instance).
+    pub origin: Origin,
 }
 
 /// Where a program comes from.

@@ -198,6 +198,7 @@ pub fn action_labels(a: &Action) -> (&'static str, &'static str) {
             },
         ),
         Action::ManageMap { .. } => ("manage_map", "entries"),
+        Action::RecordOrigin { .. } => ("record_origin", "record"),
         Action::UpdateEntries { strategy, .. } => (
             "update_entries",
             match strategy {

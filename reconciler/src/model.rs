@@ -338,6 +338,27 @@ impl fmt::Display for Source {
     }
 }
 
+/// Which config file a function instance was converged from, and which
+/// content of that file. kfd's load record of each instance keeps it, so
+/// the kernel itself says what was last applied: a copy in the last-good
+/// store is trusted only when it is that content, and when a file turns
+/// bad with no such copy, its live functions are kept exactly as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// The file (a hash of its name in the config dir).
+    pub file: FileId,
+    /// The content (a hash of its bytes).
+    pub content: ContentId,
+}
+
+/// A config file's name, hashed (128 bits of SHA-256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FileId(pub [u8; 16]);
+
+/// A config file's content, hashed (128 bits of SHA-256).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContentId(pub [u8; 16]);
+
 /// The kfd ABI version (`KF_ABI_VERSION` in ebpf/include/kf.h), stored in `kf_ctl`.
 pub const ABI_VERSION: u32 = 1;
 

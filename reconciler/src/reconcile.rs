@@ -7,10 +7,13 @@ use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::apply::{self, ApplyReport};
-use crate::config::{self, DirError, Loaded, ReadRules, Snapshot, lastgood::SnapshotError};
+use std::collections::BTreeSet;
+
+use crate::apply::{self, ApplyReport, failpoint::hit};
+use crate::config::{self, DirError, Live, Loaded, ReadRules, Snapshot, lastgood::SnapshotError};
 use crate::kernel::bpffs::{self, BpffsError};
 use crate::layout::Layout;
+use crate::model::FileId;
 use crate::plan::{self, Plan, PlanOptions};
 use crate::state::{self, StateError, model::ObservedState};
 
@@ -38,9 +41,6 @@ pub enum ReconcileError {
     /// The config dir cannot be read.
     #[error(transparent)]
     Config(#[from] DirError),
-    /// The last-good store cannot be read or written.
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
     /// Live state cannot be read.
     #[error(transparent)]
     State(#[from] StateError),
@@ -119,8 +119,21 @@ pub struct Gathered {
     pub observed: ObservedState,
     /// The last-good store as it was.
     pub snapshot: Snapshot,
+    /// What of the store could not be read or trusted (left out).
+    pub store_errors: Vec<SnapshotError>,
     /// Time spent reading live state.
     pub observe_time: Duration,
+}
+
+/// What an apply did: the kernel's side, then the store's.
+#[derive(Debug)]
+pub struct Applied {
+    /// Per chain.
+    pub report: ApplyReport,
+    /// The kernel changed as reported, but recording the files in the
+    /// last-good store failed. Nothing is lost: the kernel's load records
+    /// say what runs, so a stale store is never used; the next pass retries.
+    pub store_error: Option<SnapshotError>,
 }
 
 impl Instance {
@@ -135,23 +148,34 @@ impl Instance {
         Ok(())
     }
 
-    /// Reads config and live state. They are independent, so they run in
-    /// parallel: a large config parses while large maps are read back.
+    /// Reads config and live state. Files are read and parsed while the
+    /// live state is read back (a large config parses while large maps are
+    /// read); then the files are merged against what is live.
     pub fn gather(&self) -> Result<Gathered, ReconcileError> {
-        let snapshot = Snapshot::load(&self.snapshot_dir())?;
-        let (config, observed) = std::thread::scope(|s| {
+        let (snapshot, store_errors) = Snapshot::load(&self.snapshot_dir(), &self.rules);
+        let (read, observed) = std::thread::scope(|s| {
             let observer = s.spawn(|| {
                 let t = Instant::now();
                 state::observe(&self.layout, []).map(|o| (o, t.elapsed()))
             });
-            let config = config::load(&self.config_dir, &snapshot, &self.rules);
+            let read = config::read_dir(&self.config_dir, &self.rules);
             let observed = observer
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (config, observed)
+            (read, observed)
         });
-        let config = config?;
+        let read = read?;
         let (mut observed, observe_time) = observed?;
+        let live: Live = observed
+            .chains
+            .iter()
+            .flat_map(|(k, c)| {
+                c.functions
+                    .iter()
+                    .map(move |(n, f)| ((k.clone(), n.clone()), f.meta.and_then(|m| m.origin)))
+            })
+            .collect();
+        let config = config::assemble(read, &snapshot, &live, &self.rules);
         // Interfaces of desired chains, and state maps the config now adopts.
         let t = Instant::now();
         for key in config.desired.chains.keys() {
@@ -180,6 +204,7 @@ impl Instance {
             config,
             observed,
             snapshot,
+            store_errors,
             observe_time: observe_time + t.elapsed(),
         })
     }
@@ -189,13 +214,56 @@ impl Instance {
         plan::plan(&g.config.desired, &g.observed, &self.plan)
     }
 
-    /// Executes a plan; when every chain converged, records the config in
-    /// force as the last good one.
-    pub fn apply(&self, g: &Gathered, plan: &Plan) -> Result<ApplyReport, ReconcileError> {
+    /// Executes a plan, then records in the last-good store every file whose
+    /// chains all converged (the others keep their old copy).
+    pub fn apply(&self, g: &Gathered, plan: &Plan) -> Applied {
         let report = apply::execute(plan, &g.config.desired, &g.observed, &self.layout);
-        if report.ok() {
-            Snapshot::save(&self.snapshot_dir(), &g.config.effective)?;
+        let store = next_store(g, &report);
+        hit("before-store");
+        let store_error = store.save(&self.snapshot_dir(), &g.snapshot).err();
+        hit("after-store");
+        Applied {
+            report,
+            store_error,
         }
-        Ok(report)
     }
+}
+
+/// The store after `report`: a file's copy is the content in force once
+/// every chain its functions run on (or ran on) converged; files whose
+/// content is unknown, or whose chains failed, keep their old copy; deleted
+/// files lose theirs.
+fn next_store(g: &Gathered, report: &ApplyReport) -> Snapshot {
+    let failed: BTreeSet<&crate::model::ChainKey> = report
+        .chains
+        .iter()
+        .filter(|c| c.error.is_some())
+        .map(|c| &c.key)
+        .collect();
+    let mut touched_failed: BTreeSet<FileId> = BTreeSet::new();
+    for key in &failed {
+        if let Some(d) = g.config.desired.chains.get(*key) {
+            touched_failed.extend(d.functions.iter().map(|f| f.origin.file));
+        }
+        if let Some(o) = g.observed.chains.get(*key) {
+            touched_failed.extend(
+                o.functions
+                    .values()
+                    .filter_map(|f| f.meta.and_then(|m| m.origin).map(|o| o.file)),
+            );
+        }
+    }
+    let mut next = g.snapshot.clone();
+    let names: BTreeSet<&str> = g
+        .snapshot
+        .names()
+        .chain(g.config.files.keys().map(String::as_str))
+        .collect();
+    for name in names {
+        if g.config.unknown.contains(name) || touched_failed.contains(&config::file_id(name)) {
+            continue;
+        }
+        next = next.with(name, g.config.effective.get(name).cloned());
+    }
+    next
 }

@@ -194,6 +194,8 @@ every_failpoint!(
     killed_after_attach => "after-attach",
     killed_before_unpin => "before-unpin",
     killed_after_unpin => "after-unpin",
+    killed_before_store => "before-store",
+    killed_after_store => "after-store",
 );
 
 /// xorshift64*: enough randomness to pick kill points, reproducible by seed.

@@ -604,7 +604,7 @@ fn a_chain_holds_at_most_32_functions() {
     // Reported at the 33rd function in run order (f32, line 3 + 32 * 5).
     limit_is_exact(&s, 32, config, |f| {
         format!(
-            "{}:163:5: chain eth0 xdp would hold 33 functions; at most 32 fit",
+            "{}:163:5: chain eth0 xdp would hold 33 functions (33 from this file); at most 32 fit",
             f.display()
         )
     });

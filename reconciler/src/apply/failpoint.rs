@@ -32,6 +32,8 @@ pub const NAMES: &[&str] = &[
     "after-attach",
     "before-unpin",
     "after-unpin",
+    "before-store",
+    "after-store",
 ];
 
 /// The variable that arms a failpoint.

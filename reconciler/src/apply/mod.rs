@@ -39,6 +39,12 @@ pub enum ApplyError {
         /// Why.
         message: String,
     },
+    /// The plan does not fit the config or the kernel: a bug in kfd.
+    #[error("internal error: {what}")]
+    Internal {
+        /// What did not fit.
+        what: String,
+    },
     /// A function failed to build or go live.
     #[error("function {function} ({source_at}): {error}")]
     Function {
@@ -216,6 +222,11 @@ enum Undo {
     FlipBack {
         revision: u32,
     },
+    /// Put a load record back as it was.
+    Record {
+        map: ByteMap,
+        bytes: Vec<u8>,
+    },
     SlotBack {
         index: u32,
         prog: Option<OwnedFd>,
@@ -351,6 +362,13 @@ impl<'a> ChainRun<'a> {
                 }
             }
             Undo::FlipBack { revision } => self.write_ctl(revision)?,
+            Undo::Record { map, bytes } => {
+                map.update(&0u32.to_ne_bytes(), &bytes)
+                    .map_err(|source| ApplyError::Map {
+                        what: format!("restoring load record {}", map.info().name),
+                        source,
+                    })?;
+            }
             Undo::SlotBack { index, prog } => {
                 let progs = self.chain_map("kf_progs")?;
                 match prog {

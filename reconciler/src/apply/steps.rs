@@ -51,6 +51,10 @@ impl<'a> ChainRun<'a> {
                         error: Box::new(e),
                     })
             }
+            Action::RecordOrigin { function } => {
+                let f = self.function(function)?;
+                self.record_origin(f)
+            }
             Action::ManageMap { function, map } => {
                 let paths = self.live(function);
                 bpffs::create_dir_all(&paths.maps_dir())?;
@@ -135,10 +139,8 @@ impl<'a> ChainRun<'a> {
     fn function(&self, name: &str) -> Result<&'a DesiredFunction, ApplyError> {
         self.desired
             .and_then(|d| d.functions.iter().find(|f| f.name == name))
-            .ok_or_else(|| ApplyError::Blocked {
-                message: format!(
-                    "internal: plan names function {name} which the config does not define"
-                ),
+            .ok_or_else(|| ApplyError::Internal {
+                what: format!("the plan names function {name}, which the config does not define"),
             })
     }
 
@@ -323,6 +325,7 @@ impl<'a> ChainRun<'a> {
                 proceed_on: inst.proceed_on,
                 code_digest: f.program.digest,
                 globals_digest: f.globals_digest,
+                origin: Some(f.origin),
             },
         )?;
         if inst.new_function && f.program.uses_abi {
@@ -411,8 +414,8 @@ impl<'a> ChainRun<'a> {
             .and_then(|f| f.maps.get(map))
             .and_then(|m| m.inner)
         else {
-            return Err(ApplyError::Blocked {
-                message: format!("internal: map {map} of {function} is not a map-in-map"),
+            return Err(ApplyError::Internal {
+                what: format!("map {map} of {function} is not a map-in-map"),
             });
         };
         let t = Instant::now();
@@ -758,8 +761,8 @@ fn entries_target(path: &Path) -> Result<ByteMap, ApplyError> {
     }
     m.inner(0)
         .map_err(|source| map_err(path, source))?
-        .ok_or_else(|| ApplyError::Blocked {
-            message: format!("{}: the map-in-map's slot is empty", path.display()),
+        .ok_or_else(|| ApplyError::Internal {
+            what: format!("{}: the map-in-map's slot is empty", path.display()),
         })
 }
 
@@ -782,6 +785,32 @@ fn new_inner(
     )?;
     list.update_batch(entries)?;
     Ok(list)
+}
+
+impl ChainRun<'_> {
+    /// Rewrites a live instance's load record with `f`'s origin.
+    fn record_origin(&mut self, f: &DesiredFunction) -> Result<(), ApplyError> {
+        let path = self.live(&f.name).meta();
+        let map = open_map(&path)?;
+        let key = 0u32.to_ne_bytes();
+        let old = map
+            .lookup_raw(&key)
+            .map_err(|source| map_err(&path, source))?
+            .unwrap_or_default();
+        let Some(mut meta) = FnMeta::from_bytes(&old) else {
+            // The planner reloads an instance whose record is damaged.
+            return Err(ApplyError::Internal {
+                what: format!("the load record {} is unreadable", path.display()),
+            });
+        };
+        meta.origin = Some(f.origin);
+        hit("before-map-write");
+        map.update(&key, &meta.to_bytes())
+            .map_err(|source| map_err(&path, source))?;
+        hit("after-map-write");
+        self.undo.push(Undo::Record { map, bytes: old });
+        Ok(())
+    }
 }
 
 fn write_meta(path: &Path, meta: &FnMeta) -> Result<(), ApplyError> {

@@ -305,7 +305,9 @@ pub enum ErrorKind {
         other: Source,
     },
     /// Too many functions on one chain.
-    #[error("chain {chain} would hold {count} functions; at most {max} fit")]
+    #[error(
+        "chain {chain} would hold {count} functions ({here} from this file); at most {max} fit"
+    )]
     TooManyFunctions {
         /// The chain.
         chain: String,
@@ -313,6 +315,8 @@ pub enum ErrorKind {
         count: usize,
         /// The limit.
         max: usize,
+        /// How many of them the reported file defines.
+        here: usize,
     },
     /// A non-ABI program that is not last.
     #[error(

@@ -1,21 +1,42 @@
 //! Files → one desired state. Functions merge into chains keyed by
 //! (netns, interface, hook); clashes between definitions name both places.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::{ConfigError, ErrorKind};
 use super::resolve::FileDesired;
 use super::yaml::Mark;
 use crate::desired::{DesiredChain, DesiredState};
-use crate::model::{ChainKey, Source, TcAttach, TcSettings, XdpMode, limits};
+use crate::model::{ChainKey, Source, TcAttach, XdpMode, limits};
 
-/// A clash: the error, and the files involved (the one reported first).
+/// A clash between files (or within one file's functions on a chain).
+///
+/// It is the fault of one of the files involved, which loses: which one is
+/// the caller's call (the file that changed since it was applied), so the
+/// error is ready for each of them, reported where that file is involved.
 #[derive(Debug)]
 pub struct Conflict {
-    /// The error, reported at the later definition.
-    pub error: ConfigError,
-    /// Config file names involved (keys of the merge input).
-    pub files: Vec<String>,
+    /// Per file involved (keys of the merge input, in merge order): the
+    /// error to report when that file is the one blamed.
+    pub by_file: Vec<(String, ConfigError)>,
+}
+
+impl Conflict {
+    /// The files involved, in merge order.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        self.by_file.iter().map(|(f, _)| f.as_str())
+    }
+
+    /// The error to report when `file` is blamed (the last file's when
+    /// `file` is not involved; the later place when it is involved twice).
+    pub fn error_for(self, file: &str) -> ConfigError {
+        let mut by_file = self.by_file;
+        let at = by_file
+            .iter()
+            .rposition(|(f, _)| f == file)
+            .unwrap_or(by_file.len().saturating_sub(1));
+        by_file.swap_remove(at).1
+    }
 }
 
 fn at(src: &Source, kind: ErrorKind) -> ConfigError {
@@ -23,14 +44,17 @@ fn at(src: &Source, kind: ErrorKind) -> ConfigError {
 }
 
 /// Merges files (in the given order, which is lexical) into a desired state.
-/// `files` pairs each file's key (its name in the config dir) with what it defines.
+/// `files` pairs each file's key (its name in the config dir) with what it
+/// defines. Functions whose object is unusable take part in every check
+/// (they are still defined there) but are not in the result.
 pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
     let mut desired = DesiredState::default();
     let mut conflicts = Vec::new();
     let mut owner: BTreeMap<(ChainKey, String), (&str, Source)> = BTreeMap::new();
     // Per chain and setting: (file, value as text, where).
     let mut settings: BTreeMap<(ChainKey, &'static str), (&str, String, Source)> = BTreeMap::new();
-    let mut file_of: BTreeMap<Source, &str> = BTreeMap::new();
+    // Per chain, every definition on it (usable or not): (priority, name, file, where).
+    let mut defined: BTreeMap<ChainKey, Vec<(u32, String, &str, Source)>> = BTreeMap::new();
 
     for (name, fd) in files {
         for s in &fd.chains {
@@ -48,16 +72,27 @@ pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
                 let Some(value) = value else { continue };
                 match settings.get(&(s.key.clone(), setting)) {
                     Some((other_file, other, other_src)) if *other != value => {
-                        conflicts.push(Conflict {
-                            error: at(
-                                &s.source,
+                        let clash = |here: &Source, mine: &str, there: &Source, theirs: &str| {
+                            at(
+                                here,
                                 ErrorKind::ConflictingChain {
                                     chain: s.key.to_string(),
-                                    detail: format!("{setting} {value} here but {other}"),
-                                    other: other_src.clone(),
+                                    detail: format!("{setting} {mine} here but {theirs}"),
+                                    other: there.clone(),
                                 },
-                            ),
-                            files: vec![(*other_file).to_owned(), (*name).to_owned()],
+                            )
+                        };
+                        conflicts.push(Conflict {
+                            by_file: vec![
+                                (
+                                    (*other_file).to_owned(),
+                                    clash(other_src, other, &s.source, &value),
+                                ),
+                                (
+                                    (*name).to_owned(),
+                                    clash(&s.source, &value, other_src, other),
+                                ),
+                            ],
                         })
                     }
                     Some(_) => {}
@@ -67,35 +102,50 @@ pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
                 }
             }
         }
-        for (key, f) in &fd.functions {
-            let slot = (key.clone(), f.name.clone());
+        let usable = fd
+            .functions
+            .iter()
+            .map(|(k, f)| (k, f.name.as_str(), &f.source, f.priority, Some(f)));
+        let unusable = fd
+            .unusable
+            .iter()
+            .map(|(k, u)| (k, u.name.as_str(), &u.source, u.priority, None));
+        for (key, fname, source, priority, function) in usable.chain(unusable) {
+            let slot = (key.clone(), fname.to_owned());
             if let Some((other_file, other_src)) = owner.get(&slot) {
-                conflicts.push(Conflict {
-                    error: at(
-                        &f.source,
+                let dup = |here: &Source, there: &Source| {
+                    at(
+                        here,
                         ErrorKind::DuplicateFunction {
-                            name: f.name.clone(),
+                            name: fname.to_owned(),
                             chain: key.to_string(),
-                            other: other_src.clone(),
+                            other: there.clone(),
                         },
-                    ),
-                    files: vec![(*other_file).to_owned(), (*name).to_owned()],
+                    )
+                };
+                conflicts.push(Conflict {
+                    by_file: vec![
+                        ((*other_file).to_owned(), dup(other_src, source)),
+                        ((*name).to_owned(), dup(source, other_src)),
+                    ],
                 });
                 continue;
             }
-            owner.insert(slot, (name, f.source.clone()));
-            file_of.insert(f.source.clone(), name);
-            desired
-                .chains
-                .entry(key.clone())
-                .or_insert_with(|| DesiredChain {
-                    xdp_mode: XdpMode::Auto,
-                    tc: TcSettings::default(),
-                    settings: None,
-                    functions: Vec::new(),
-                })
-                .functions
-                .push(f.clone());
+            owner.insert(slot, (name, source.clone()));
+            defined.entry(key.clone()).or_default().push((
+                priority,
+                fname.to_owned(),
+                name,
+                source.clone(),
+            ));
+            if let Some(f) = function {
+                desired
+                    .chains
+                    .entry(key.clone())
+                    .or_insert_with(DesiredChain::empty)
+                    .functions
+                    .push(f.clone());
+            }
         }
     }
 
@@ -126,45 +176,77 @@ pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
         chain
             .functions
             .sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-        if chain.functions.len() > limits::MAX_SLOTS {
-            let extra = &chain.functions[limits::MAX_SLOTS];
-            conflicts.push(Conflict {
-                error: at(
-                    &extra.source,
-                    ErrorKind::TooManyFunctions {
-                        chain: key.to_string(),
-                        count: chain.functions.len(),
-                        max: limits::MAX_SLOTS,
-                    },
-                ),
-                files: vec![
-                    file_of
-                        .get(&extra.source)
-                        .copied()
-                        .unwrap_or_default()
-                        .to_owned(),
-                ],
-            });
-        }
         if let Some(pos) = chain.functions.iter().position(|f| !f.program.uses_abi)
             && let Some(next) = chain.functions.get(pos + 1)
         {
             let f = &chain.functions[pos];
-            conflicts.push(Conflict {
-                error: at(
+            let error = || {
+                at(
                     &f.source,
                     ErrorKind::NonAbiNotLast {
                         function: f.name.clone(),
                         chain: key.to_string(),
                         next: next.name.clone(),
                     },
-                ),
-                files: [&f.source, &next.source]
-                    .iter()
-                    .filter_map(|s| file_of.get(*s).map(|n| (*n).to_owned()))
+                )
+            };
+            let involved: BTreeSet<&str> = [&f.name, &next.name]
+                .into_iter()
+                .filter_map(|n| owner.get(&(key.clone(), n.clone())).map(|o| o.0))
+                .collect();
+            conflicts.push(Conflict {
+                by_file: involved
+                    .into_iter()
+                    .map(|n| (n.to_owned(), error()))
                     .collect(),
             });
         }
+    }
+
+    // Too many functions: every file on the chain is involved, and the
+    // error for each is reported at its own first function there.
+    for (key, defs) in &mut defined {
+        if defs.len() <= limits::MAX_SLOTS {
+            continue;
+        }
+        defs.sort();
+        let count = defs.len();
+        // Per file: where to point (its first function past the limit, else
+        // its first one) and how many it defines here.
+        let mut first_of: BTreeMap<&str, (&Source, usize)> = BTreeMap::new();
+        for (_, _, file, source) in defs.iter() {
+            first_of
+                .entry(file)
+                .and_modify(|e| e.1 += 1)
+                .or_insert((source, 1));
+        }
+        let mut repointed = BTreeSet::new();
+        for (_, _, file, source) in &defs[limits::MAX_SLOTS..] {
+            if repointed.insert(*file)
+                && let Some(e) = first_of.get_mut(file)
+            {
+                e.0 = source;
+            }
+        }
+        conflicts.push(Conflict {
+            by_file: first_of
+                .into_iter()
+                .map(|(file, (source, mine))| {
+                    (
+                        file.to_owned(),
+                        at(
+                            source,
+                            ErrorKind::TooManyFunctions {
+                                chain: key.to_string(),
+                                count,
+                                max: limits::MAX_SLOTS,
+                                here: mine,
+                            },
+                        ),
+                    )
+                })
+                .collect(),
+        });
     }
     (desired, conflicts)
 }

@@ -2,6 +2,7 @@
 //! the programs' BTF, merge, and fall back to the last good version of any
 //! file that fails.
 
+mod assemble;
 pub mod error;
 pub mod files;
 pub mod lastgood;
@@ -17,11 +18,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use assemble::{Live, content_id, file_id, origin_of};
 pub use error::{ConfigError, ErrorKind};
 pub use files::ReadRules;
 pub use lastgood::Snapshot;
 pub use resolve::DEFAULT_PRIORITY;
-pub use resolve::{FileDesired, Objects};
+pub use resolve::{FileDesired, Objects, Unusable};
 
 use crate::desired::DesiredState;
 use yaml::Mark;
@@ -34,10 +36,38 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 256 << 20;
 pub enum FileStatus {
     /// Valid and in force.
     Valid,
-    /// Invalid; its last good version is in force instead.
+    /// Invalid; its last good version (the copy the kernel runs) is in force instead.
     KeptLastGood,
-    /// Invalid, and there is no last good version: it contributes nothing.
+    /// Invalid, and no copy of it matches the kernel: its live functions
+    /// are kept exactly as they are.
+    HeldLive {
+        /// How many function instances are held.
+        functions: usize,
+    },
+    /// Invalid, and nothing of it is live: it contributes nothing.
     Rejected,
+}
+
+impl FileStatus {
+    /// What became of an invalid file, as the end of a sentence that
+    /// starts with its name (None for a valid one).
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            FileStatus::Valid => None,
+            FileStatus::KeptLastGood => {
+                Some("invalid; its last good version stays in force".into())
+            }
+            FileStatus::HeldLive { functions } => Some(format!(
+                "invalid, and no last good copy of it matches the kernel: its {functions} live \
+                 function instance{} kept exactly as {}",
+                if *functions == 1 { " is" } else { "s are" },
+                if *functions == 1 { "it is" } else { "they are" }
+            )),
+            FileStatus::Rejected => {
+                Some("invalid and never applied; it contributes nothing".into())
+            }
+        }
+    }
 }
 
 /// Time spent per stage of reading config.
@@ -62,11 +92,17 @@ pub struct Loaded {
     pub desired: DesiredState,
     /// Every problem found.
     pub errors: Vec<ConfigError>,
+    /// How many of them are objects that cannot be used now (they may come
+    /// right without any config change, so they are retried).
+    pub object_errors: usize,
     /// Per file name (current files only), what happened to it.
     pub files: BTreeMap<String, FileStatus>,
     /// The content in force per file: what the last-good store should hold
     /// once this desired state is applied.
     pub effective: BTreeMap<String, Arc<[u8]>>,
+    /// Files whose content is unknown (invalid, with no last-good copy the
+    /// kernel runs): the store keeps what it has for them.
+    pub unknown: BTreeSet<String>,
     /// The current content of every file read (for diffs against the store).
     pub current: BTreeMap<String, Arc<[u8]>>,
 }
@@ -82,9 +118,12 @@ pub struct DirError {
     pub source: files::FileError,
 }
 
-/// Parses, validates and resolves one file's content.
+/// Parses, validates and resolves one file's content. `display` names it
+/// in errors; `name` is its name in the config dir (recorded as the origin
+/// of its functions).
 pub fn process(
     display: &str,
+    name: &str,
     bytes: &[u8],
     objects: &mut Objects,
     rules: &ReadRules,
@@ -110,7 +149,7 @@ pub fn process(
         return Err(schema_errors);
     }
     let t = std::time::Instant::now();
-    let resolved = resolve::resolve(display, &root, objects, rules);
+    let resolved = resolve::resolve(display, origin_of(name, bytes), &root, objects, rules);
     timings.encode += t.elapsed();
     // Dropping a million-node tree is not free; count it with parsing.
     let t = std::time::Instant::now();
@@ -134,16 +173,41 @@ fn mark_of_offset(bytes: &[u8], offset: usize) -> Mark {
     Mark::new(line, col)
 }
 
-/// A file as a merge candidate.
-struct Candidate {
-    bytes: Arc<[u8]>,
-    resolved: FileDesired,
-    from_snapshot: bool,
+/// One config file, read and processed.
+#[derive(Debug)]
+pub struct FileRead {
+    /// Its name in the config dir.
+    pub name: String,
+    /// Its content, when it could be read.
+    pub current: Option<Arc<[u8]>>,
+    /// What it defines, or why it is invalid.
+    pub result: Result<FileDesired, Vec<ConfigError>>,
 }
 
-/// Reads `dir`: every config file, with the last good version standing in
-/// for any file that fails (alone, or by clashing with another file).
-pub fn load(dir: &Path, snapshot: &Snapshot, rules: &ReadRules) -> Result<Loaded, DirError> {
+/// Every config file of a dir, read and processed; [`assemble`] merges them.
+pub struct ReadDir {
+    /// The dir, for messages.
+    pub dir_display: String,
+    /// The files, in merge (lexical) order.
+    pub files: Vec<FileRead>,
+    /// Time per stage.
+    pub timings: Timings,
+    /// Objects read so far (last-good copies may name them too).
+    pub objects: Objects,
+}
+
+impl std::fmt::Debug for ReadDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadDir")
+            .field("dir", &self.dir_display)
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads and processes every config file of `dir`, on its own content.
+/// Nothing is merged yet: that needs to know what is live ([`assemble`]).
+pub fn read_dir(dir: &Path, rules: &ReadRules) -> Result<ReadDir, DirError> {
     let dir_err = |source| DirError {
         dir: dir.display().to_string(),
         source,
@@ -154,143 +218,52 @@ pub fn load(dir: &Path, snapshot: &Snapshot, rules: &ReadRules) -> Result<Loaded
     let names = files::list(dir).map_err(dir_err)?;
     let mut objects = Objects::default();
     let mut timings = Timings::default();
-    let mut errors = Vec::new();
-    let mut status = BTreeMap::new();
-    let mut current = BTreeMap::new();
-    let mut candidates: BTreeMap<String, Candidate> = BTreeMap::new();
-    let display = |name: &str| dir.join(name).display().to_string();
-
-    for name in &names {
-        let shown = display(name);
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let shown = dir.join(&name).display().to_string();
         let t = std::time::Instant::now();
-        let read = files::read(&dir.join(name), rules);
+        let read = files::read(&dir.join(&name), rules);
         timings.read += t.elapsed();
-        let result = match read {
+        let (current, result) = match read {
             Ok(bytes) => {
                 let bytes: Arc<[u8]> = Arc::from(bytes);
-                current.insert(name.clone(), bytes.clone());
-                process(&shown, &bytes, &mut objects, rules, &mut timings).map(|r| (bytes, r))
+                let result = process(&shown, &name, &bytes, &mut objects, rules, &mut timings);
+                (Some(bytes), result)
             }
-            Err(e) => Err(vec![ConfigError::file(&shown, ErrorKind::Read(e))]),
+            Err(e) => (
+                None,
+                Err(vec![ConfigError::file(&shown, ErrorKind::Read(e))]),
+            ),
         };
-        match result {
-            Ok((bytes, resolved)) => {
-                status.insert(name.clone(), FileStatus::Valid);
-                candidates.insert(
-                    name.clone(),
-                    Candidate {
-                        bytes,
-                        resolved,
-                        from_snapshot: false,
-                    },
-                );
-            }
-            Err(errs) => {
-                errors.extend(errs);
-                let fallback = fall_back(name, &shown, snapshot, &mut objects, rules);
-                status.insert(
-                    name.clone(),
-                    if fallback.is_some() {
-                        FileStatus::KeptLastGood
-                    } else {
-                        FileStatus::Rejected
-                    },
-                );
-                if let Some(c) = fallback {
-                    candidates.insert(name.clone(), c);
-                }
-            }
-        }
+        out.push(FileRead {
+            name,
+            current,
+            result,
+        });
     }
-
-    // Merge; a clash rejects the newer side (its last good version stands in).
-    let desired = loop {
-        let inputs: Vec<(&str, &FileDesired)> = candidates
-            .iter()
-            .map(|(n, c)| (n.as_str(), &c.resolved))
-            .collect();
-        let (desired, conflicts) = merge::merge(&inputs);
-        if conflicts.is_empty() {
-            break desired;
-        }
-        let mut culprits = BTreeSet::new();
-        for c in conflicts {
-            let changed: Vec<&String> = c
-                .files
-                .iter()
-                .filter(|f| candidates.get(*f).is_some_and(|c| !c.from_snapshot))
-                .filter(|f| {
-                    snapshot
-                        .get(f)
-                        .is_none_or(|s| candidates.get(*f).is_some_and(|c| c.bytes[..] != s[..]))
-                })
-                .collect();
-            // Blame what changed since the last apply (the later file if
-            // several did); if nothing changed, the later file.
-            let culprit = changed
-                .iter()
-                .max()
-                .map(|s| (*s).clone())
-                .or_else(|| c.files.iter().max().cloned());
-            culprits.extend(culprit);
-            errors.push(c.error);
-        }
-        for name in culprits {
-            let Some(c) = candidates.remove(&name) else {
-                continue;
-            };
-            let replacement = if c.from_snapshot {
-                None
-            } else {
-                fall_back(&name, &display(&name), snapshot, &mut objects, rules)
-            };
-            let has = replacement.is_some();
-            if let Some(r) = replacement {
-                candidates.insert(name.clone(), r);
-            }
-            if let Some(s) = status.get_mut(&name) {
-                *s = if has {
-                    FileStatus::KeptLastGood
-                } else {
-                    FileStatus::Rejected
-                };
-            }
-        }
-    };
-    let effective = candidates.into_iter().map(|(n, c)| (n, c.bytes)).collect();
-    Ok(Loaded {
+    Ok(ReadDir {
+        dir_display: dir.display().to_string(),
+        files: out,
         timings,
-        desired,
-        errors,
-        files: status,
-        effective,
-        current,
+        objects,
     })
 }
 
-fn fall_back(
-    name: &str,
-    shown: &str,
+/// Reads `dir` and merges it against what is live: the last good version
+/// of any file that fails stands in for it when the kernel runs that
+/// version, and otherwise its live functions are held.
+pub fn load(
+    dir: &Path,
     snapshot: &Snapshot,
-    objects: &mut Objects,
+    live: &Live,
     rules: &ReadRules,
-) -> Option<Candidate> {
-    let bytes = snapshot.get(name)?.clone();
-    // The store is kfd's own: its content was valid when applied. It can only
-    // fail now if an object it names changed, in which case it is dropped.
-    let resolved = process(
-        &format!("{shown} (last good)"),
-        &bytes,
-        objects,
-        rules,
-        &mut Timings::default(),
-    )
-    .ok()?;
-    Some(Candidate {
-        bytes,
-        resolved,
-        from_snapshot: true,
-    })
+) -> Result<Loaded, DirError> {
+    Ok(assemble(read_dir(dir, rules)?, snapshot, live, rules))
+}
+
+/// Merges what [`read_dir`] read (see `assemble.rs`).
+pub fn assemble(read: ReadDir, snapshot: &Snapshot, live: &Live, rules: &ReadRules) -> Loaded {
+    assemble::assemble(read, snapshot, live, rules)
 }
 
 /// `kfd validate`: checks files and dirs on their own content. Every file
@@ -320,8 +293,22 @@ pub fn validate(paths: &[&Path], rules: &ReadRules) -> Result<usize, Vec<ConfigE
             let shown = p.display().to_string();
             match files::read(&p, rules) {
                 Ok(bytes) => {
-                    match process(&shown, &bytes, &mut objects, rules, &mut Timings::default()) {
-                        Ok(r) => resolved.push((shown, r)),
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    match process(
+                        &shown,
+                        &name,
+                        &bytes,
+                        &mut objects,
+                        rules,
+                        &mut Timings::default(),
+                    ) {
+                        Ok(mut r) => {
+                            errors.append(&mut r.object_errors);
+                            resolved.push((shown, r));
+                        }
                         Err(e) => errors.extend(e),
                     }
                 }
@@ -331,7 +318,11 @@ pub fn validate(paths: &[&Path], rules: &ReadRules) -> Result<usize, Vec<ConfigE
     }
     let inputs: Vec<(&str, &FileDesired)> = resolved.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let (desired, conflicts) = merge::merge(&inputs);
-    errors.extend(conflicts.into_iter().map(|c| c.error));
+    // Nothing is live here: the later file of a clash is named.
+    errors.extend(conflicts.into_iter().map(|c| {
+        let last = c.files().last().unwrap_or_default().to_owned();
+        c.error_for(&last)
+    }));
     if errors.is_empty() {
         Ok(desired.function_count())
     } else {

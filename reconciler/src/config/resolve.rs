@@ -19,7 +19,9 @@ use crate::builtin::{self, ObjectKind, shape_of_def};
 use crate::desired::{DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin};
 use crate::entries::EntrySet;
 use crate::layout::CHAIN_MAPS;
-use crate::model::{ChainKey, Digest, Hook, Source, TcAttach, UpdateMode, XdpMode, map_type};
+use crate::model::{
+    ChainKey, Digest, Hook, Origin, Source, TcAttach, UpdateMode, XdpMode, map_type,
+};
 
 /// Priority of a function that does not say.
 pub const DEFAULT_PRIORITY: u32 = 100;
@@ -45,12 +47,32 @@ pub struct ChainSetting {
 }
 
 /// What one file contributes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct FileDesired {
     /// Chain settings.
     pub chains: Vec<ChainSetting>,
     /// Functions, one per (chain, function): `interfaces:` is expanded.
     pub functions: Vec<(ChainKey, DesiredFunction)>,
+    /// Functions whose object cannot be used now (missing, untrusted,
+    /// damaged, another sha256). A file with any is not used as it is now;
+    /// in the last good version that stands in for it, these functions'
+    /// live instances are kept exactly as they are.
+    pub unusable: Vec<(ChainKey, Unusable)>,
+    /// The errors behind `unusable`, one per function.
+    pub object_errors: Vec<ConfigError>,
+}
+
+/// A function of a valid file whose object cannot be used right now.
+#[derive(Debug, Clone)]
+pub struct Unusable {
+    /// The function.
+    pub name: String,
+    /// Where it is defined.
+    pub source: Source,
+    /// Its priority (it still counts towards the chain's functions).
+    pub priority: u32,
+    /// The error, as reported.
+    pub error: String,
 }
 
 /// Objects read during one load, by path (builtins are cached for the process).
@@ -124,8 +146,11 @@ impl EntryFormat for BtfFormat {
 
 struct Ctx<'f> {
     file: &'f str,
+    origin: Origin,
     rules: ReadRules,
     errors: Vec<ConfigError>,
+    /// Errors of objects that cannot be used; they do not fail the file.
+    object_errors: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
@@ -148,17 +173,21 @@ impl Ctx<'_> {
     }
 }
 
-/// Resolves a schema-valid document.
+/// Resolves a schema-valid document. `origin` is recorded with every
+/// function it defines.
 pub fn resolve(
     file: &str,
+    origin: Origin,
     root: &Node<'_>,
     objects: &mut Objects,
     rules: &ReadRules,
 ) -> Result<FileDesired, Vec<ConfigError>> {
     let mut ctx = Ctx {
         file,
+        origin,
         rules: *rules,
         errors: Vec::new(),
+        object_errors: Vec::new(),
     };
     let mut out = FileDesired::default();
     for c in root
@@ -178,13 +207,25 @@ pub fn resolve(
         if ctx.full() {
             break;
         }
-        out.functions.extend(function(&mut ctx, f, objects));
+        match function(&mut ctx, f, objects) {
+            Entry::Functions(fns) => out.functions.extend(fns),
+            Entry::Unusable(held) => out.unusable.extend(held),
+        }
     }
     if ctx.errors.is_empty() {
+        out.object_errors = ctx.object_errors;
         Ok(out)
     } else {
         Err(ctx.errors)
     }
+}
+
+/// What one `functions:` entry resolves to.
+enum Entry {
+    /// Ready to load, one per chain (none when the entry is in error).
+    Functions(Vec<(ChainKey, DesiredFunction)>),
+    /// Valid, but its object cannot be used now.
+    Unusable(Vec<(ChainKey, Unusable)>),
 }
 
 fn str_of<'n>(node: &'n Node<'_>, key: &str) -> Option<&'n str> {
@@ -263,14 +304,10 @@ fn chain_setting(ctx: &mut Ctx<'_>, c: &Node<'_>) -> Option<ChainSetting> {
     })
 }
 
-fn function(
-    ctx: &mut Ctx<'_>,
-    f: &Node<'_>,
-    objects: &mut Objects,
-) -> Vec<(ChainKey, DesiredFunction)> {
+fn function(ctx: &mut Ctx<'_>, f: &Node<'_>, objects: &mut Objects) -> Entry {
     let (Some(name), Some(hook)) = (str_of(f, "name"), str_of(f, "hook").and_then(Hook::parse))
     else {
-        return Vec::new(); // the schema reported it
+        return Entry::Functions(Vec::new()); // the schema reported it
     };
     let interfaces: Vec<&str> = match (f.get("interface"), f.get("interfaces")) {
         (Some(i), None) => i.as_str().into_iter().collect(),
@@ -287,9 +324,18 @@ fn function(
                     function: name.to_owned(),
                 },
             );
-            return Vec::new();
+            return Entry::Functions(Vec::new());
         }
     };
+    let netns = str_of(f, "netns").map(str::to_owned);
+    let keys: Vec<ChainKey> = interfaces
+        .into_iter()
+        .map(|iface| ChainKey {
+            netns: netns.clone(),
+            interface: iface.to_owned(),
+            hook,
+        })
+        .collect();
     let priority = match f
         .get("priority")
         .and_then(|p| p.as_scalar())
@@ -299,17 +345,30 @@ fn function(
         _ => DEFAULT_PRIORITY,
     };
     let Some(program_node) = f.get("program") else {
-        return Vec::new();
+        return Entry::Functions(Vec::new());
     };
-    let Some(image) = program(ctx, program_node, hook, objects) else {
-        return Vec::new();
+    let image = match program(ctx, program_node, hook, objects) {
+        Ok(image) => image,
+        Err(Unresolved::Config) => return Entry::Functions(Vec::new()),
+        Err(Unresolved::Object(e)) => {
+            // The file is fine; the object is not usable now (an upgrade
+            // replacing it, a chmod, a sha256 that no longer matches).
+            let held = Unusable {
+                name: name.to_owned(),
+                source: ctx.source(f.mark),
+                priority,
+                error: e.to_string(),
+            };
+            ctx.object_errors.push(*e);
+            return Entry::Unusable(keys.into_iter().map(|k| (k, held.clone())).collect());
+        }
     };
     let proceed_on = proceed_on(ctx, f, hook);
     let info = image.1.clone();
     let globals = globals(ctx, f, &info);
     let maps = maps(ctx, f, &image.0, &info);
     let (Some(proceed_on), Some(globals), Some(maps)) = (proceed_on, globals, maps) else {
-        return Vec::new();
+        return Entry::Functions(Vec::new());
     };
     let globals_digest = {
         let mut parts: Vec<&[u8]> = Vec::new();
@@ -319,29 +378,34 @@ fn function(
         }
         sha256(&parts)
     };
-    let netns = str_of(f, "netns").map(str::to_owned);
-    interfaces
-        .into_iter()
-        .map(|iface| {
-            (
-                ChainKey {
-                    netns: netns.clone(),
-                    interface: iface.to_owned(),
-                    hook,
-                },
-                DesiredFunction {
-                    name: name.to_owned(),
-                    priority,
-                    source: ctx.source(f.mark),
-                    program: image.0.clone(),
-                    proceed_on,
-                    globals: globals.clone(),
-                    globals_digest,
-                    maps: maps.clone(),
-                },
-            )
-        })
-        .collect()
+    Entry::Functions(
+        keys.into_iter()
+            .map(|key| {
+                (
+                    key,
+                    DesiredFunction {
+                        name: name.to_owned(),
+                        priority,
+                        source: ctx.source(f.mark),
+                        program: image.0.clone(),
+                        proceed_on,
+                        globals: globals.clone(),
+                        globals_digest,
+                        maps: maps.clone(),
+                        origin: ctx.origin,
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Why a program could not be had.
+enum Unresolved {
+    /// A config error, already recorded.
+    Config,
+    /// The object cannot be used now.
+    Object(Box<ConfigError>),
 }
 
 fn program(
@@ -349,7 +413,11 @@ fn program(
     p: &Node<'_>,
     hook: Hook,
     objects: &mut Objects,
-) -> Option<(Arc<ProgramImage>, Arc<ObjectInfo>)> {
+) -> Result<(Arc<ProgramImage>, Arc<ObjectInfo>), Unresolved> {
+    // Errors that come from the object's content or state, not the YAML.
+    let object_err = |ctx: &Ctx<'_>, mark: Mark, kind: ErrorKind| {
+        Unresolved::Object(Box::new(ConfigError::at(ctx.file, mark, kind)))
+    };
     let (origin, loaded) = match (str_of(p, "builtin"), str_of(p, "object")) {
         (Some(name), None) => match builtin_object(name) {
             None => {
@@ -364,7 +432,7 @@ fn program(
                             .collect(),
                     },
                 );
-                return None;
+                return Err(Unresolved::Config);
             }
             Some(Err(source)) => {
                 ctx.err(
@@ -374,7 +442,7 @@ fn program(
                         source,
                     },
                 );
-                return None;
+                return Err(Unresolved::Config);
             }
             Some(Ok(o)) => (ProgramOrigin::Builtin(name.to_owned()), o),
         },
@@ -392,27 +460,24 @@ fn program(
                         && !want.eq_ignore_ascii_case(&hex(&o.sha256))
                     {
                         let mark = p.get("sha256").map_or(mark, |n| n.mark);
-                        ctx.err(
+                        return Err(object_err(
+                            ctx,
                             mark,
                             ErrorKind::Sha256Mismatch {
                                 path: path.to_owned(),
                                 expected: want.to_ascii_lowercase(),
                                 actual: hex(&o.sha256),
                             },
-                        );
-                        return None;
+                        ));
                     }
                     (ProgramOrigin::Object(path.into()), o)
                 }
-                Err(kind) => {
-                    ctx.err(mark, *kind);
-                    return None;
-                }
+                Err(kind) => return Err(object_err(ctx, mark, *kind)),
             }
         }
         _ => {
             ctx.err(p.mark, ErrorKind::ProgramChoice);
-            return None;
+            return Err(Unresolved::Config);
         }
     };
     let info = &loaded.info;
@@ -465,10 +530,7 @@ fn program(
     };
     let chosen = match chosen {
         Ok(c) => c,
-        Err(kind) => {
-            ctx.err(p.mark, kind);
-            return None;
-        }
+        Err(kind) => return Err(object_err(ctx, p.mark, kind)),
     };
     let fits = fits_hook(hook, &chosen.section);
     let hint = match hook {
@@ -476,7 +538,8 @@ fn program(
         Hook::TcIngress | Hook::TcEgress => " (use SEC(\"classifier\"))",
     };
     if !fits {
-        ctx.err(
+        return Err(object_err(
+            ctx,
             p.mark,
             ErrorKind::WrongProgramType {
                 program: chosen.name.clone(),
@@ -484,8 +547,7 @@ fn program(
                 hook: hook.to_string(),
                 hint: hint.into(),
             },
-        );
-        return None;
+        ));
     }
     let (chain_maps, own_maps): (Vec<&MapDef>, Vec<&MapDef>) = info
         .maps
@@ -506,7 +568,7 @@ fn program(
             .collect(),
         bytes: loaded.bytes.clone(),
     };
-    Some((Arc::new(image), loaded.info.clone()))
+    Ok((Arc::new(image), loaded.info.clone()))
 }
 
 /// Whether a program in `section` can run on `hook` (aya 0.14 loads TC

@@ -1,6 +1,5 @@
 //! Config layer tests: real files in temp dirs, exact `file:line:col` messages.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -39,8 +38,14 @@ impl Dir {
         self.0.join(name).display().to_string()
     }
 
-    fn load(&self, snapshot: &Snapshot) -> Loaded {
-        load(&self.0, snapshot, &rules()).expect("dir readable")
+    /// Loads against nothing live and an empty store.
+    fn load_fresh(&self) -> Loaded {
+        self.load(&Applied::default())
+    }
+
+    /// Loads as if `applied` were what the last apply converged.
+    fn load(&self, applied: &Applied) -> Loaded {
+        load(&self.0, &applied.store, &applied.live, &rules()).expect("dir readable")
     }
 }
 
@@ -84,19 +89,34 @@ fn eth0() -> ChainKey {
     }
 }
 
-fn snapshot_of(files: &[(&str, &str)]) -> Snapshot {
-    let dir = std::env::temp_dir().join(format!(
-        "kfd-snapshot-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let map: BTreeMap<String, Arc<[u8]>> = files
-        .iter()
-        .map(|(n, c)| ((*n).to_owned(), Arc::from(c.as_bytes())))
-        .collect();
-    let snap = Snapshot::save(&dir, &map).unwrap();
-    fs::remove_dir_all(&dir).unwrap();
-    snap
+/// What a past apply left: the store's copies, and the kernel running them.
+#[derive(Default)]
+struct Applied {
+    store: Snapshot,
+    live: Live,
+}
+
+/// `files` applied: each in the store, and every function it defines live
+/// with its origin.
+fn applied(files: &[(&str, &str)]) -> Applied {
+    let mut a = Applied::default();
+    for (name, content) in files {
+        a.store = std::mem::take(&mut a.store).with(name, Some(Arc::from(content.as_bytes())));
+        let fd = process(
+            name,
+            name,
+            content.as_bytes(),
+            &mut Objects::default(),
+            &rules(),
+            &mut Timings::default(),
+        )
+        .expect("an applied file is valid");
+        for (key, f) in fd.functions {
+            a.live
+                .insert((key, f.name), Some(origin_of(name, content.as_bytes())));
+        }
+    }
+    a
 }
 
 #[test]
@@ -111,7 +131,7 @@ fn an_error_is_one_line_whatever_the_file_name_holds() {
 #[test]
 fn the_bundled_example_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config.d");
-    let l = load(&dir, &Snapshot::default(), &rules()).unwrap();
+    let l = load(&dir, &Snapshot::default(), &Live::new(), &rules()).unwrap();
     assert_eq!(errors(&l), Vec::<String>::new());
     let key = ChainKey {
         netns: Some("kfd-demo-edge".into()),
@@ -236,7 +256,7 @@ fn semantic_errors_name_file_line_and_column() {
     for (content, want) in cases {
         let d = Dir::new();
         d.write("10-test.yaml", content);
-        let l = d.load(&Snapshot::default());
+        let l = d.load_fresh();
         let got = errors(&l);
         let expected = format!("{}:{want}", d.path("10-test.yaml"));
         assert_eq!(got, [expected], "for:\n{content}");
@@ -250,7 +270,7 @@ fn a_function_defined_in_two_files_names_both() {
     let d = Dir::new();
     d.write("10-a.yaml", blocklist("bl", "eth0", &["10.0.0.0/8"]));
     d.write("20-b.yaml", blocklist("bl", "eth0", &["10.1.0.0/16"]));
-    let l = d.load(&Snapshot::default());
+    let l = d.load_fresh();
     assert_eq!(
         errors(&l),
         [format!(
@@ -275,7 +295,7 @@ fn a_clash_rejects_the_file_that_changed_and_keeps_its_last_good_version() {
     let d = Dir::new();
     let a = blocklist("bl", "eth0", &["10.0.0.0/8"]);
     let b_old = blocklist("other", "eth0", &[]);
-    let snap = snapshot_of(&[("10-a.yaml", &a), ("20-b.yaml", &b_old)]);
+    let snap = applied(&[("10-a.yaml", &a), ("20-b.yaml", &b_old)]);
     d.write("10-a.yaml", &a);
     // 20-b now also defines `bl`: 20-b changed, so 20-b is the culprit even
     // though it sorts later, and its last good version stands in.
@@ -304,7 +324,7 @@ fn conflicting_chain_settings_name_both_files() {
         "20-b.yaml",
         "version: 1\nchains:\n  - {interface: eth0, hook: xdp, xdp_mode: generic}\n",
     );
-    let l = d.load(&Snapshot::default());
+    let l = d.load_fresh();
     assert_eq!(
         errors(&l),
         [format!(
@@ -318,7 +338,7 @@ fn conflicting_chain_settings_name_both_files() {
 #[test]
 fn bad_empty_and_half_written_files_keep_their_last_good_version() {
     let good = blocklist("bl", "eth0", &["10.0.0.0/8", "192.0.2.0/24"]);
-    let snap = snapshot_of(&[("10-bl.yaml", &good)]);
+    let snap = applied(&[("10-bl.yaml", &good)]);
     for (bad, err) in [
         ("", "file is empty"),
         (
@@ -354,7 +374,7 @@ fn bad_empty_and_half_written_files_keep_their_last_good_version() {
 
 #[test]
 fn a_deleted_file_removes_its_functions() {
-    let snap = snapshot_of(&[("10-bl.yaml", &blocklist("bl", "eth0", &[]))]);
+    let snap = applied(&[("10-bl.yaml", &blocklist("bl", "eth0", &[]))]);
     let d = Dir::new();
     let l = d.load(&snap);
     assert!(l.desired.chains.is_empty());
@@ -366,7 +386,7 @@ fn files_others_can_write_are_refused() {
     let d = Dir::new();
     d.write("10-bl.yaml", blocklist("bl", "eth0", &[]));
     fs::set_permissions(d.0.join("10-bl.yaml"), fs::Permissions::from_mode(0o664)).unwrap();
-    let l = d.load(&Snapshot::default());
+    let l = d.load_fresh();
     let e = errors(&l);
     assert_eq!(e.len(), 1);
     assert!(
@@ -379,6 +399,7 @@ fn files_others_can_write_are_refused() {
     let relaxed = load(
         &d.0,
         &Snapshot::default(),
+        &Live::new(),
         &ReadRules {
             strict_permissions: false,
             ..rules()
@@ -416,7 +437,7 @@ fn objects_are_checked_for_sha256_abi_and_order() {
             func("third", 10, &format!(", sha256: \"{}\"", "0".repeat(64)))
         ),
     );
-    let e = errors(&d.load(&Snapshot::default()));
+    let e = errors(&d.load_fresh());
     assert!(
         e[0].contains(&format!(
             "has sha256 {sha}, but the config pins {}",
@@ -433,7 +454,7 @@ fn objects_are_checked_for_sha256_abi_and_order() {
             "  - {name: after, interface: eth0, hook: xdp, priority: 20, program: {builtin: counter}}\n"
         ),
     );
-    let l = d.load(&Snapshot::default());
+    let l = d.load_fresh();
     assert_eq!(
         errors(&l),
         [format!(
@@ -449,12 +470,12 @@ fn objects_are_checked_for_sha256_abi_and_order() {
             "  - {name: after, interface: eth0, hook: xdp, priority: 20, program: {builtin: counter}}\n"
         ),
     );
-    let l = d.load(&Snapshot::default());
+    let l = d.load_fresh();
     assert_eq!(errors(&l), Vec::<String>::new());
     assert!(!l.desired.chains[&eth0()].functions[1].program.uses_abi);
     // A missing object names the path.
     d.write("10-a.yaml", "version: 1\nfunctions:\n  - {name: x, interface: eth0, hook: xdp, program: {object: /nonexistent/x.o}}\n");
-    let e = errors(&d.load(&Snapshot::default()));
+    let e = errors(&d.load_fresh());
     assert_eq!(
         e,
         [format!(
@@ -487,6 +508,7 @@ fn garbage_never_panics() {
         .run(&proptest::collection::vec(any::<u8>(), 0..400), |bytes| {
             let _ = process(
                 "f.yaml",
+                "f.yaml",
                 &bytes,
                 &mut Objects::default(),
                 &rules(),
@@ -501,6 +523,7 @@ fn garbage_never_panics() {
             let mut bytes = valid.clone().into_bytes();
             bytes[at] = b;
             let _ = process(
+                "f.yaml",
                 "f.yaml",
                 &bytes,
                 &mut Objects::default(),

@@ -13,12 +13,12 @@ use tracing::{debug, error, info, warn};
 use super::debounce::Batch;
 use super::links::Wanted;
 use crate::apply::{ApplyError, ApplyReport};
-use crate::config::FileStatus;
+use crate::config::lastgood::SnapshotError;
 use crate::kernel::netns::netns_path;
 use crate::metrics::{self, PassRecord};
 use crate::model::ChainKey;
 use crate::plan::{Action, Blocked, Plan};
-use crate::reconcile::{Gathered, Instance, Lock, ReconcileError};
+use crate::reconcile::{Applied, Gathered, Instance, Lock, ReconcileError};
 use crate::state::model::InterfaceState;
 
 /// Why a pass runs.
@@ -90,6 +90,7 @@ struct Passed {
     g: Gathered,
     plan: Plan,
     report: ApplyReport,
+    store_error: Option<SnapshotError>,
     lock_wait: Duration,
 }
 
@@ -105,12 +106,16 @@ fn converge(inst: &Instance) -> Result<Passed, ReconcileError> {
     let lock_wait = t.elapsed();
     let g = inst.gather()?;
     let plan = inst.plan(&g);
-    let report = inst.apply(&g, &plan)?;
+    let Applied {
+        report,
+        store_error,
+    } = inst.apply(&g, &plan);
     drop(lock);
     Ok(Passed {
         g,
         plan,
         report,
+        store_error,
         lock_wait,
     })
 }
@@ -182,6 +187,7 @@ fn report(
         g,
         plan,
         report,
+        store_error,
         lock_wait,
     } = p;
     let reason = trigger.to_string();
@@ -211,18 +217,12 @@ fn report(
     let (mut valid, mut invalid) = (0, 0);
     for (name, st) in &g.config.files {
         let file = inst.config_dir.join(name).display().to_string();
-        match st {
-            FileStatus::Valid => valid += 1,
-            FileStatus::KeptLastGood => {
+        match st.describe() {
+            None => valid += 1,
+            Some(what) => {
                 invalid += 1;
-                problem(format!("{file}: kept last good"), &|| {
-                    warn!(file = %file, "{file}: invalid; its last good version stays in force");
-                });
-            }
-            FileStatus::Rejected => {
-                invalid += 1;
-                problem(format!("{file}: rejected"), &|| {
-                    warn!(file = %file, "{file}: invalid and never applied; it contributes nothing");
+                problem(format!("{file}: {what}"), &|| {
+                    warn!(file = %file, "{file}: {what}");
                 });
             }
         }
@@ -310,8 +310,37 @@ fn report(
         }
     }
 
+    // The store: what could not be read, and whether this pass's copies landed.
+    for e in &g.store_errors {
+        problem(e.to_string(), &|| {
+            warn!(error = %e, "{e}; the kernel's load records stand in for it");
+        });
+    }
+    if let Some(e) = &store_error {
+        problem(format!("saving: {e}"), &|| {
+            error!(
+                error = %e,
+                "the kernel converged, but {e}; nothing is lost (the kernel's load records say what runs), and the next pass retries"
+            );
+        });
+    }
+    // Held functions: live, kept as they are, because of an error.
+    let held: Vec<String> = g
+        .config
+        .desired
+        .chains
+        .iter()
+        .flat_map(|(k, c)| c.held.iter().map(move |(n, h)| format!("{n} on {k}: {h}")))
+        .collect();
+    for h in &held {
+        problem(format!("held {h}"), &|| {
+            warn!("{h}; it is kept exactly as it is live");
+        });
+    }
+
     let duration = started.elapsed();
-    let success = failing.is_empty() && waiting.is_empty();
+    let success =
+        failing.is_empty() && waiting.is_empty() && held.is_empty() && store_error.is_none();
     let entries_written = report.entries_written();
     let what = if report.chains.is_empty() {
         "in sync".to_owned()
@@ -419,7 +448,9 @@ fn report(
         .collect();
 
     Outcome {
-        retry: !failing.is_empty(),
+        // Objects and the store can come right without a config event (an
+        // upgrade finishing, space freed): retry those too.
+        retry: !failing.is_empty() || store_error.is_some() || g.config.object_errors > 0,
         status,
         links: Some(links),
         netns_dirs: Some(netns_dirs),

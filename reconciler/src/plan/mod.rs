@@ -19,7 +19,7 @@ use serde::Serialize;
 
 pub use render::{blocked_message, render_json, render_text};
 
-use crate::desired::{DesiredChain, DesiredFunction, DesiredState};
+use crate::desired::{DesiredChain, DesiredFunction, DesiredState, Hold};
 use crate::entries::{EntryDiff, EntrySet};
 use crate::model::{ChainKey, Hook, TcAttach, UpdateMode, XdpMode, limits, map_type};
 
@@ -98,6 +98,12 @@ pub enum Blocked {
         /// How many were asked for.
         count: usize,
     },
+    /// Functions of the chain are held (their config is unknown or cannot
+    /// be built), and the change would move or rebuild them.
+    Held {
+        /// The held functions, with why.
+        functions: Vec<HeldFunction>,
+    },
     /// A function that does not use the kfd ABI is not last.
     NonAbiNotLast {
         /// The function.
@@ -105,6 +111,15 @@ pub enum Blocked {
         /// The one after it.
         next: String,
     },
+}
+
+/// A function kept exactly as it is live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldFunction {
+    /// The function.
+    pub function: String,
+    /// Why.
+    pub hold: Hold,
 }
 
 /// How a change lands.
@@ -218,6 +233,14 @@ pub enum Action {
         /// incompatible pin is an error.
         reset_state: Vec<String>,
     },
+    /// Commit: record in the live instance's load record the file content
+    /// it now converges to (its file changed, the instance stays). First
+    /// among a function's commits, so a run killed mid-way leaves a record
+    /// that is never behind the kernel.
+    RecordOrigin {
+        /// The function.
+        function: String,
+    },
     /// Commit: move a map from state/ to maps/: kfd starts writing it.
     ManageMap {
         /// The function.
@@ -328,7 +351,8 @@ impl Action {
             | Action::CreateChain
             | Action::RecoverFunction { .. }
             | Action::LoadFunction { .. } => Phase::Build,
-            Action::ManageMap { .. }
+            Action::RecordOrigin { .. }
+            | Action::ManageMap { .. }
             | Action::UpdateEntries { .. }
             | Action::SwapMap { .. }
             | Action::UnmanageMap { .. }
@@ -391,6 +415,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &PlanOptions
                 observed
                     .interfaces
                     .get(&(key.netns.clone(), key.interface.clone())),
+                desired.incomplete,
                 opts,
             );
             (!plan.actions.is_empty() || plan.blocked.is_some()).then_some(plan)
@@ -404,6 +429,7 @@ fn plan_chain(
     desired: Option<&DesiredChain>,
     observed: Option<&ObservedChain>,
     iface: Option<&InterfaceState>,
+    incomplete: bool,
     opts: &PlanOptions,
 ) -> ChainPlan {
     let mut out = ChainPlan {
@@ -411,13 +437,17 @@ fn plan_chain(
         blocked: None,
         actions: Vec::new(),
     };
-    let desired = desired.filter(|d| !d.functions.is_empty());
+    let desired = desired.filter(|d| !d.functions.is_empty() || !d.held.is_empty());
     let Some(desired) = desired else {
         if observed.is_some() {
             out.actions.push(Action::DestroyChain);
         }
         return out;
     };
+    if desired.functions.is_empty() {
+        // Only held functions: the chain stays exactly as it is.
+        return out;
+    }
     if let Some(blocked) = check_blocked(key, desired, observed, iface) {
         out.blocked = Some(blocked);
         return out;
@@ -425,6 +455,11 @@ fn plan_chain(
     let empty = ObservedChain::default();
     let (obs, creating) = match observed {
         Some(o) if o.complete => (o, false),
+        // Rebuilding would drop what is held.
+        Some(_) if !desired.held.is_empty() => {
+            out.blocked = Some(held_blocked(desired));
+            return out;
+        }
         // A chain dir missing maps or its root cannot be trusted: rebuild it.
         Some(_) => {
             out.actions.push(Action::ResetChain);
@@ -484,7 +519,14 @@ fn plan_chain(
                 Some(reason) => {
                     reasons.insert(&f.name, reason);
                 }
-                None => commits.extend(map_actions(f, o, opts)),
+                None => {
+                    if o.meta.and_then(|m| m.origin) != Some(f.origin) {
+                        commits.push(Action::RecordOrigin {
+                            function: f.name.clone(),
+                        });
+                    }
+                    commits.extend(map_actions(f, o, opts));
+                }
             },
         }
     }
@@ -501,25 +543,49 @@ fn plan_chain(
         })
         .collect();
     let active_base = obs.active_rev * SLOTS;
-    let live_matches = obs.active.len() == slots.len()
-        && slots
+    // Where each function sits: its place in the config, or, while some
+    // functions are held (their place in the config is unknown), its live
+    // slot, which must then not change.
+    let positions: BTreeMap<&str, u32> = if desired.held.is_empty() {
+        desired
+            .functions
             .iter()
-            .zip(&obs.active)
             .enumerate()
-            .all(|(pos, (want, live))| {
-                let Some(name) = live.prog_id.and_then(|id| obs.function_by_prog(id)) else {
-                    return false;
-                };
-                let meta = obs.functions.get(name).and_then(|f| f.meta);
-                let abi = desired.functions[pos].program.uses_abi;
-                name == want.function
-                    && meta.is_some_and(|m| {
-                        m.fn_id == want.fn_id
-                            && (!abi
-                                || (m.slot_idx == active_base + pos as u32
-                                    && m.proceed_on == want.proceed_on))
-                    })
-            });
+            .map(|(pos, f)| (f.name.as_str(), pos as u32))
+            .collect()
+    } else {
+        match live_positions(desired, obs, &slots, active_base) {
+            Some(p) => p,
+            None => {
+                out.actions.clear();
+                out.blocked = Some(held_blocked(desired));
+                return out;
+            }
+        }
+    };
+    let live_matches = if desired.held.is_empty() {
+        obs.active.len() == slots.len()
+            && slots
+                .iter()
+                .zip(&obs.active)
+                .enumerate()
+                .all(|(pos, (want, live))| {
+                    let Some(name) = live.prog_id.and_then(|id| obs.function_by_prog(id)) else {
+                        return false;
+                    };
+                    let meta = obs.functions.get(name).and_then(|f| f.meta);
+                    let abi = desired.functions[pos].program.uses_abi;
+                    name == want.function
+                        && meta.is_some_and(|m| {
+                            m.fn_id == want.fn_id
+                                && (!abi
+                                    || (m.slot_idx == active_base + pos as u32
+                                        && m.proceed_on == want.proceed_on))
+                        })
+                })
+    } else {
+        true // live_positions checked it
+    };
     let flip = creating || !live_matches;
     let revision = if flip {
         obs.active_rev ^ 1
@@ -532,11 +598,7 @@ fn plan_chain(
     // are baked in, so its tail call is a direct jump).
     let mut loads: BTreeSet<&str> = BTreeSet::new();
     for f in &by_name {
-        let pos = desired
-            .functions
-            .iter()
-            .position(|d| d.name == f.name)
-            .unwrap_or(0) as u32;
+        let pos = positions.get(f.name.as_str()).copied().unwrap_or(0);
         let reason = match reasons.remove(f.name.as_str()) {
             Some(r) => r,
             None if flip && f.program.uses_abi => LoadReason::Relink,
@@ -594,11 +656,11 @@ fn plan_chain(
             change,
         });
     } else {
-        for (index, s) in slots.iter().enumerate() {
+        for s in &slots {
             if loads.contains(s.function.as_str()) {
                 out.actions.push(Action::ReplaceSlot {
                     function: s.function.clone(),
-                    index: index as u32,
+                    index: positions.get(s.function.as_str()).copied().unwrap_or(0),
                 });
             }
         }
@@ -648,7 +710,11 @@ fn plan_chain(
             )
         }
     };
-    if creating || !attached_ok {
+    // While some file's content is unknown, so are the chain settings it
+    // may have made: a chain that is attached at all stays as attached.
+    let keep_attachment =
+        incomplete && (link_ok || obs.tc_filter.is_some_and(|f| f.prog_id == obs.root_prog_id));
+    if creating || (!attached_ok && !keep_attachment) {
         out.actions.push(Action::Attach {
             target,
             replace: obs.link.is_some() || obs.tc_filter.is_some(),
@@ -663,7 +729,7 @@ fn plan_chain(
         });
     }
     for name in obs.functions.keys() {
-        if !desired.functions.iter().any(|f| &f.name == name) {
+        if !desired.functions.iter().any(|f| &f.name == name) && !desired.held.contains_key(name) {
             out.actions.push(Action::UnloadFunction {
                 function: name.clone(),
             });
@@ -676,16 +742,60 @@ fn plan_chain(
     out
 }
 
+/// While functions are held, the live slots must stay as they are: each
+/// function the config asks for already runs in its slot (built for it,
+/// with its stats row and proceed_on), in the config's order, and nothing
+/// else runs there but held functions. Then the functions' live positions;
+/// None when the chain would have to change order.
+fn live_positions<'d>(
+    desired: &'d DesiredChain,
+    obs: &ObservedChain,
+    slots: &[PlannedSlot],
+    active_base: u32,
+) -> Option<BTreeMap<&'d str, u32>> {
+    let mut positions = BTreeMap::new();
+    let mut wanted = slots.iter();
+    for (pos, live) in obs.active.iter().enumerate() {
+        let name = live.prog_id.and_then(|id| obs.function_by_prog(id))?;
+        if desired.held.contains_key(name) {
+            continue;
+        }
+        let want = wanted.next().filter(|w| w.function == name)?;
+        let f = desired.functions.iter().find(|f| f.name == name)?;
+        let meta = obs.functions.get(name).and_then(|o| o.meta)?;
+        let built_here = !f.program.uses_abi
+            || (meta.slot_idx == active_base + pos as u32 && meta.proceed_on == want.proceed_on);
+        if meta.fn_id != want.fn_id || !built_here {
+            return None;
+        }
+        positions.insert(f.name.as_str(), pos as u32);
+    }
+    wanted.next().is_none().then_some(positions)
+}
+
+/// A chain that cannot change shape while functions are held.
+fn held_blocked(desired: &DesiredChain) -> Blocked {
+    Blocked::Held {
+        functions: desired
+            .held
+            .iter()
+            .map(|(name, hold)| HeldFunction {
+                function: name.clone(),
+                hold: hold.clone(),
+            })
+            .collect(),
+    }
+}
+
 fn check_blocked(
     key: &ChainKey,
     desired: &DesiredChain,
     observed: Option<&ObservedChain>,
     iface: Option<&InterfaceState>,
 ) -> Option<Blocked> {
-    if desired.functions.len() > limits::MAX_SLOTS {
-        return Some(Blocked::TooManyFunctions {
-            count: desired.functions.len(),
-        });
+    let count = desired.functions.len() + desired.held.len();
+    if count > limits::MAX_SLOTS {
+        return Some(Blocked::TooManyFunctions { count });
     }
     if let Some(pos) = desired.functions.iter().position(|f| !f.program.uses_abi)
         && let Some(next) = desired.functions.get(pos + 1)

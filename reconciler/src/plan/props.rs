@@ -278,6 +278,7 @@ fn function(f: &FnSpec, uses_abi: bool) -> DesiredFunction {
         globals: Vec::new(),
         globals_digest: [f.globals; 32],
         maps,
+        origin: super::tests::origin(1),
     }
 }
 
@@ -303,6 +304,7 @@ fn desired(spec: &[Option<ChainSpec>]) -> DesiredState {
                 },
                 settings: None,
                 functions,
+                held: BTreeMap::new(),
             },
         );
     }

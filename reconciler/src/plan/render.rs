@@ -48,6 +48,25 @@ pub fn blocked_message(key: &ChainKey, b: &Blocked) -> String {
             "{count} functions on {key}: a chain holds at most {}",
             crate::model::limits::MAX_SLOTS
         ),
+        Blocked::Held { functions } => format!(
+            "{} {} kept exactly as live ({}), so the chain keeps its order and functions until {} again",
+            functions
+                .iter()
+                .map(|h| h.function.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if functions.len() == 1 { "is" } else { "are" },
+            functions
+                .iter()
+                .map(|h| format!("{}: {}", h.function, h.hold))
+                .collect::<Vec<_>>()
+                .join("; "),
+            if functions.len() == 1 {
+                "it can be built"
+            } else {
+                "they can be built"
+            }
+        ),
         Blocked::NonAbiNotLast { function, next } => format!(
             "function {function} does not use the kfd ABI (it never calls kf_next), so it can only run last \
              in the chain, but {next} runs after it (give {function} a higher priority number)"
@@ -77,13 +96,27 @@ fn slot_line(slots: &[super::PlannedSlot]) -> String {
         .join(" → ")
 }
 
-/// The plan as text, one block per chain.
+/// The plan as text, one block per chain, then what is held.
 pub fn render_text(plan: &Plan, desired: &DesiredState) -> String {
     let mut out = String::new();
     for c in &plan.chains {
         render_chain(&mut out, c, desired);
     }
+    for (key, function, hold) in held(desired) {
+        let _ = writeln!(
+            out,
+            "chain {key}: = {function} is kept exactly as live: {hold}"
+        );
+    }
     out
+}
+
+/// Every held function: (chain, function, why).
+fn held(desired: &DesiredState) -> impl Iterator<Item = (&ChainKey, &str, &crate::desired::Hold)> {
+    desired
+        .chains
+        .iter()
+        .flat_map(|(k, c)| c.held.iter().map(move |(n, h)| (k, n.as_str(), h)))
 }
 
 fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
@@ -158,6 +191,18 @@ fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
                 let _ = writeln!(
                     out,
                     "  ~ {function} {map}: now configured (kfd writes it from now on)"
+                );
+            }
+            Action::RecordOrigin { function } => {
+                let file = desired
+                    .chains
+                    .get(&c.key)
+                    .and_then(|d| d.functions.iter().find(|f| &f.name == function))
+                    .map(|f| f.source.file.as_str())
+                    .unwrap_or("its file");
+                let _ = writeln!(
+                    out,
+                    "  ~ {function}: record that it runs {file} as it is now"
                 );
             }
             Action::UpdateEntries {
@@ -349,5 +394,17 @@ pub fn render_json(plan: &Plan, desired: &DesiredState) -> Value {
             chain
         })
         .collect();
-    json!({ "in_sync": plan.in_sync(), "chains": chains })
+    let held: Vec<Value> = held(desired)
+        .map(|(key, function, hold)| {
+            json!({
+                "interface": key.interface,
+                "hook": key.hook,
+                "netns": key.netns,
+                "function": function,
+                "why": hold.to_string(),
+                "kind": hold,
+            })
+        })
+        .collect();
+    json!({ "in_sync": plan.in_sync(), "chains": chains, "held": held })
 }

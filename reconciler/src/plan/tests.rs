@@ -103,6 +103,15 @@ fn func(name: &str, priority: u32, ips: &[u8]) -> DesiredFunction {
         globals: Vec::new(),
         globals_digest: digest(0),
         maps,
+        origin: origin(1),
+    }
+}
+
+/// The origin of functions read from content `n` of one file.
+pub(super) fn origin(n: u8) -> crate::model::Origin {
+    crate::model::Origin {
+        file: crate::model::FileId([1; 16]),
+        content: crate::model::ContentId([n; 16]),
     }
 }
 
@@ -125,6 +134,7 @@ fn desired(functions: Vec<DesiredFunction>) -> DesiredState {
             tc: TcSettings::default(),
             settings: None,
             functions,
+            held: BTreeMap::new(),
         },
     );
     d
@@ -245,6 +255,7 @@ pub(super) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) ->
                                 proceed_on: *proceed_on,
                                 code_digest: f.program.digest,
                                 globals_digest: f.globals_digest,
+                                origin: Some(f.origin),
                             }),
                             maps,
                             state,
@@ -255,6 +266,23 @@ pub(super) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) ->
                 Action::RecoverFunction { function } => {
                     let c = o.chains.get_mut(&cp.key).unwrap();
                     c.functions.get_mut(function).unwrap().retired = false;
+                }
+                Action::RecordOrigin { function } => {
+                    let f = want
+                        .unwrap()
+                        .functions
+                        .iter()
+                        .find(|f| &f.name == function)
+                        .unwrap();
+                    let c = o.chains.get_mut(&cp.key).unwrap();
+                    let meta = c
+                        .functions
+                        .get_mut(function)
+                        .unwrap()
+                        .meta
+                        .as_mut()
+                        .unwrap();
+                    meta.origin = Some(f.origin);
                 }
                 Action::RemoveLeftover { name } => {
                     let c = o.chains.get_mut(&cp.key).unwrap();
@@ -428,6 +456,7 @@ pub(super) fn names(plan: &Plan) -> Vec<String> {
                 function, reason, ..
             } => format!("load {function} {reason:?}"),
             Action::ManageMap { function, map } => format!("manage {function}.{map}"),
+            Action::RecordOrigin { function } => format!("record {function}"),
             Action::UpdateEntries {
                 function,
                 map,
@@ -1213,6 +1242,7 @@ fn tc_desired(attach: TcAttach) -> DesiredState {
             },
             settings: None,
             functions: vec![func("bl", 10, &[1])],
+            held: BTreeMap::new(),
         },
     );
     d

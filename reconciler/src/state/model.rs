@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::entries::EntrySet;
-use crate::model::{ChainKey, Digest, MapShape, XdpMode};
+use crate::model::{ChainKey, ContentId, Digest, FileId, MapShape, Origin, XdpMode};
 
 /// Everything kfd owns under its bpffs root, plus the interfaces it cares about.
 #[derive(Debug, Clone, Default)]
@@ -135,6 +135,9 @@ pub struct FnMeta {
     pub code_digest: Digest,
     /// Digest of the globals it was loaded with.
     pub globals_digest: Digest,
+    /// The config file and content it was last converged from (None in
+    /// records written before kfd kept it).
+    pub origin: Option<Origin>,
 }
 
 /// A pinned map.
@@ -162,10 +165,13 @@ impl ObservedChain {
 /// Size of a function's pinned load record (an ARRAY map of one element).
 pub const META_SIZE: usize = 128;
 const META_MAGIC: &[u8; 4] = b"KFD2";
+/// The byte that says the record carries an origin.
+const ORIGIN_FLAG: usize = 112;
 
 impl FnMeta {
     /// The record as stored: magic, fn_id, slot, proceed_on, code digest,
-    /// globals digest, zero padding.
+    /// globals digest, origin (file id, content id, then 1 when set), zero
+    /// padding. Records of older kfds have zeros where the origin goes.
     pub fn to_bytes(&self) -> [u8; META_SIZE] {
         let mut b = [0u8; META_SIZE];
         b[0..4].copy_from_slice(META_MAGIC);
@@ -174,6 +180,11 @@ impl FnMeta {
         b[12..16].copy_from_slice(&self.proceed_on.to_le_bytes());
         b[16..48].copy_from_slice(&self.code_digest);
         b[48..80].copy_from_slice(&self.globals_digest);
+        if let Some(o) = &self.origin {
+            b[80..96].copy_from_slice(&o.file.0);
+            b[96..112].copy_from_slice(&o.content.0);
+            b[ORIGIN_FLAG] = 1;
+        }
         b
     }
 
@@ -189,6 +200,13 @@ impl FnMeta {
             proceed_on: word(12)?,
             code_digest: b[16..48].try_into().ok()?,
             globals_digest: b[48..80].try_into().ok()?,
+            origin: match b.get(ORIGIN_FLAG) {
+                Some(1) => Some(Origin {
+                    file: FileId(b[80..96].try_into().ok()?),
+                    content: ContentId(b[96..112].try_into().ok()?),
+                }),
+                _ => None,
+            },
         })
     }
 }
