@@ -65,12 +65,24 @@ pub enum Hold {
     Object {
         /// Where the function is defined.
         source: Source,
+        /// Its priority in the config (so its place in the chain is known).
+        priority: u32,
         /// The error, as reported.
         error: String,
     },
     /// Loaded by a kfd that kept no origin, while some file's content is
     /// unknown: it may be that file's.
     UnknownOrigin,
+}
+
+impl Hold {
+    /// The function's priority, when the config still says it.
+    pub fn priority(&self) -> Option<u32> {
+        match self {
+            Hold::Object { priority, .. } => Some(*priority),
+            Hold::FileInvalid { .. } | Hold::UnknownOrigin => None,
+        }
+    }
 }
 
 impl fmt::Display for Hold {
@@ -80,7 +92,7 @@ impl fmt::Display for Hold {
                 f,
                 "{file} is invalid and no last good copy of it matches the kernel"
             ),
-            Hold::Object { source, error } => write!(f, "{source}: {error}"),
+            Hold::Object { source, error, .. } => write!(f, "{source}: {error}"),
             Hold::UnknownOrigin => f.write_str(
                 "its file is not recorded (loaded by an older kfd) and some file is invalid",
             ),

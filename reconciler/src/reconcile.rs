@@ -182,10 +182,7 @@ impl Instance {
             let id = (key.netns.clone(), key.interface.clone());
             if let std::collections::btree_map::Entry::Vacant(slot) = observed.interfaces.entry(id)
             {
-                slot.insert(state::interface_state(
-                    key.netns.as_deref(),
-                    &key.interface,
-                )?);
+                slot.insert(state::interface_state(key.netns.as_deref(), &key.interface));
             }
         }
         let adopted: Vec<_> = config
@@ -199,7 +196,7 @@ impl Instance {
                     .map(move |m| (k.clone(), f.name.clone(), m.clone()))
             })
             .collect();
-        state::read_adopted_maps(&self.layout, &mut observed, adopted)?;
+        state::read_adopted_maps(&self.layout, &mut observed, adopted);
         Ok(Gathered {
             config,
             observed,

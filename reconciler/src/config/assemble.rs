@@ -300,6 +300,7 @@ pub fn assemble(read: ReadDir, snapshot: &Snapshot, live: &Live, rules: &ReadRul
                     u.name.clone(),
                     Hold::Object {
                         source: u.source.clone(),
+                        priority: u.priority,
                         error: u.error.clone(),
                     },
                 ));

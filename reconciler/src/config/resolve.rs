@@ -357,7 +357,7 @@ fn function(ctx: &mut Ctx<'_>, f: &Node<'_>, objects: &mut Objects) -> Entry {
                 name: name.to_owned(),
                 source: ctx.source(f.mark),
                 priority,
-                error: e.to_string(),
+                error: e.kind.to_string(),
             };
             ctx.object_errors.push(*e);
             return Entry::Unusable(keys.into_iter().map(|k| (k, held.clone())).collect());

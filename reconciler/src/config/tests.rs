@@ -534,3 +534,180 @@ fn garbage_never_panics() {
         })
         .unwrap();
 }
+
+const HALF_WRITTEN: &str = "version: 1\nfunctions:\n  - name: bl\n    interface: [";
+
+#[test]
+fn a_bad_file_with_no_copy_the_kernel_runs_holds_its_live_functions() {
+    use crate::desired::Hold;
+    let good = blocklist("bl", "eth0", &["10.0.0.0/8"]);
+    let newer = blocklist("bl", "eth0", &["10.0.0.0/8", "10.1.0.0/16"]);
+    let runs = |c: &str| applied(&[("10-bl.yaml", c)]);
+    // The store lost the file, lags behind the kernel, or runs ahead of it.
+    let cases = [
+        ("lost", Snapshot::default(), runs(&good).live),
+        ("behind", runs(&good).store, runs(&newer).live),
+        ("ahead", runs(&newer).store, runs(&good).live),
+    ];
+    for (what, store, live) in cases {
+        let d = Dir::new();
+        d.write("10-bl.yaml", HALF_WRITTEN);
+        let l = d.load(&Applied { store, live });
+        assert_eq!(
+            l.files["10-bl.yaml"],
+            FileStatus::HeldLive { functions: 1 },
+            "{what}"
+        );
+        assert_eq!(
+            l.files["10-bl.yaml"].describe().unwrap(),
+            "invalid, and no last good copy of it matches the kernel: its 1 live function \
+             instance is kept exactly as it is"
+        );
+        let c = &l.desired.chains[&eth0()];
+        assert!(c.functions.is_empty(), "{what}");
+        assert_eq!(
+            c.held["bl"],
+            Hold::FileInvalid {
+                file: "10-bl.yaml".into()
+            }
+        );
+        assert!(l.desired.incomplete && l.unknown.contains("10-bl.yaml"));
+        assert!(!l.effective.contains_key("10-bl.yaml"));
+    }
+    // A copy the kernel runs stands in (and repairs drift, adds what is missing).
+    let d = Dir::new();
+    d.write("10-bl.yaml", HALF_WRITTEN);
+    let l = d.load(&runs(&newer));
+    assert_eq!(l.files["10-bl.yaml"], FileStatus::KeptLastGood);
+    assert!(l.desired.chains[&eth0()].held.is_empty());
+    assert!(!l.desired.incomplete);
+    // A bad file nothing of which is live, and no copy: it contributes nothing.
+    let d = Dir::new();
+    d.write("10-bl.yaml", HALF_WRITTEN);
+    let l = d.load_fresh();
+    assert_eq!(l.files["10-bl.yaml"], FileStatus::Rejected);
+    assert!(l.desired.chains.is_empty());
+}
+
+#[test]
+fn a_valid_new_file_that_overfills_a_chain_is_the_one_refused() {
+    let many = |prefix: &str, n: usize, prio: u32| {
+        let mut s = String::from("version: 1\nfunctions:\n");
+        for i in 0..n {
+            s.push_str(&format!(
+                "  - {{name: {prefix}{i}, interface: eth0, hook: xdp, priority: {prio}, program: {{builtin: counter}}}}\n"
+            ));
+        }
+        s
+    };
+    // 30 live functions from 10-old.yaml; the new 20-new.yaml adds 3 that
+    // sort first. Before, the 33rd in sort order (one of 10-old's) was blamed
+    // and 10-old's live functions went.
+    let old = many("old", 30, 500);
+    let d = Dir::new();
+    d.write("10-old.yaml", &old);
+    d.write("20-new.yaml", many("new", 3, 1));
+    let l = d.load(&applied(&[("10-old.yaml", &old)]));
+    assert_eq!(
+        errors(&l),
+        [format!(
+            "{}:3:5: chain eth0 xdp would hold 33 functions (3 from this file); at most 32 fit",
+            d.path("20-new.yaml")
+        )]
+    );
+    assert_eq!(l.files["10-old.yaml"], FileStatus::Valid);
+    assert_eq!(l.files["20-new.yaml"], FileStatus::Rejected);
+    assert_eq!(l.desired.chains[&eth0()].functions.len(), 30);
+    // A file's error points at its first function past the limit: with
+    // nothing live, the later file is blamed.
+    d.write("20-new.yaml", many("new", 3, 900));
+    let l = d.load_fresh();
+    assert_eq!(
+        errors(&l),
+        [format!(
+            "{}:5:5: chain eth0 xdp would hold 33 functions (3 from this file); at most 32 fit",
+            d.path("20-new.yaml")
+        )]
+    );
+}
+
+#[test]
+fn a_function_whose_object_cannot_be_used_keeps_running_and_the_rest_of_its_file_applies() {
+    use crate::desired::Hold;
+    let d = Dir::new();
+    let obj = d.0.join("pass.bpf.o");
+    let bytes = crate::builtin::object(crate::builtin::ObjectKind::Bench, "xdp_pass").unwrap();
+    let content = format!(
+        "version: 1\nfunctions:\n  - {{name: bl, interface: eth0, hook: xdp, priority: 10, program: {{builtin: blocklist}}}}\n  - {{name: ext, interface: eth0, hook: xdp, priority: 90, program: {{object: {}}}}}\n",
+        obj.display()
+    );
+    d.write("10-a.yaml", &content);
+    let put = |mode: u32| {
+        fs::write(&obj, bytes).unwrap();
+        fs::set_permissions(&obj, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    put(0o644);
+    let was = applied(&[("10-a.yaml", &content)]);
+    // Deleted, replaced by garbage (a copy in progress), made writable by others.
+    let faults: [(&str, &dyn Fn()); 3] = [
+        ("deleted", &|| fs::remove_file(&obj).unwrap()),
+        ("garbage", &|| fs::write(&obj, b"half an object").unwrap()),
+        ("chmod", &|| {
+            fs::set_permissions(&obj, fs::Permissions::from_mode(0o666)).unwrap()
+        }),
+    ];
+    for (what, fault) in faults {
+        put(0o644);
+        fault();
+        let l = d.load(&was);
+        let e = errors(&l);
+        assert_eq!(e.len(), 1, "{what}: {e:?}");
+        assert!(
+            e[0].starts_with(&format!(
+                "{}:4:77: object {}",
+                d.path("10-a.yaml"),
+                obj.display()
+            )),
+            "{what}: {e:?}"
+        );
+        assert_eq!(l.object_errors, 1);
+        // The copy stands in; its `ext` is held, `bl` is configured as ever.
+        assert_eq!(l.files["10-a.yaml"], FileStatus::KeptLastGood, "{what}");
+        let c = &l.desired.chains[&eth0()];
+        assert_eq!(c.functions.len(), 1);
+        assert_eq!(c.functions[0].name, "bl");
+        let Hold::Object { source, error, .. } = &c.held["ext"] else {
+            panic!("{what}: {:?}", c.held)
+        };
+        assert_eq!(source.line, 4);
+        assert!(e[0].ends_with(error.as_str()), "{what}: {error}");
+    }
+    // The object is good again: nothing is held.
+    put(0o644);
+    let l = d.load(&was);
+    assert!(l.errors.is_empty(), "{:?}", errors(&l));
+    assert!(l.desired.chains[&eth0()].held.is_empty());
+}
+
+#[test]
+fn a_function_loaded_by_an_older_kfd_is_held_only_while_some_file_is_unknown() {
+    use crate::desired::Hold;
+    let old = Applied {
+        store: Snapshot::default(),
+        live: [((eth0(), "legacy".to_owned()), None)]
+            .into_iter()
+            .collect(),
+    };
+    let d = Dir::new();
+    d.write("10-bl.yaml", blocklist("bl", "eth0", &[]));
+    d.write("20-new.yaml", HALF_WRITTEN);
+    let l = d.load(&old);
+    assert_eq!(
+        l.desired.chains[&eth0()].held["legacy"],
+        Hold::UnknownOrigin
+    );
+    // Every file known: what no file asks for goes.
+    d.write("20-new.yaml", blocklist("other", "eth0", &[]));
+    let l = d.load(&old);
+    assert!(l.desired.chains[&eth0()].held.is_empty());
+}

@@ -88,6 +88,16 @@ pub struct ChainPlan {
 pub enum Blocked {
     /// The interface does not exist.
     InterfaceMissing,
+    /// The interface could not be queried (e.g. its namespace is bad).
+    InterfaceUnknown {
+        /// Why.
+        error: String,
+    },
+    /// The chain's pins could not be read back.
+    Unreadable {
+        /// Why.
+        error: String,
+    },
     /// Another tool's program holds the hook.
     ForeignProgram {
         /// Its id.
@@ -404,10 +414,21 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &PlanOptions
         .chains
         .keys()
         .chain(observed.chains.keys())
+        .chain(observed.unreadable.keys())
         .collect();
     let chains = keys
         .into_iter()
         .filter_map(|key| {
+            if let Some(error) = observed.unreadable.get(key) {
+                // What cannot be read is left exactly as it is.
+                return Some(ChainPlan {
+                    key: key.clone(),
+                    blocked: Some(Blocked::Unreadable {
+                        error: error.clone(),
+                    }),
+                    actions: Vec::new(),
+                });
+            }
             let plan = plan_chain(
                 key,
                 desired.chains.get(key),
@@ -745,22 +766,43 @@ fn plan_chain(
 /// While functions are held, the live slots must stay as they are: each
 /// function the config asks for already runs in its slot (built for it,
 /// with its stats row and proceed_on), in the config's order, and nothing
-/// else runs there but held functions. Then the functions' live positions;
-/// None when the chain would have to change order.
+/// else runs there but held functions, which keep their places (where the
+/// config still gives a held function's priority, its place is checked
+/// too). Then the functions' live positions; None when the chain would
+/// have to change.
 fn live_positions<'d>(
     desired: &'d DesiredChain,
     obs: &ObservedChain,
     slots: &[PlannedSlot],
     active_base: u32,
 ) -> Option<BTreeMap<&'d str, u32>> {
+    // The order the config asks for, among what it knows the place of.
+    let mut order: Vec<(u32, &str)> = desired
+        .functions
+        .iter()
+        .map(|f| (f.priority, f.name.as_str()))
+        .chain(
+            desired
+                .held
+                .iter()
+                .filter_map(|(n, h)| h.priority().map(|p| (p, n.as_str()))),
+        )
+        .collect();
+    order.sort();
+    let mut wanted = order.iter().map(|(_, n)| *n);
     let mut positions = BTreeMap::new();
-    let mut wanted = slots.iter();
     for (pos, live) in obs.active.iter().enumerate() {
         let name = live.prog_id.and_then(|id| obs.function_by_prog(id))?;
-        if desired.held.contains_key(name) {
+        if let Some(hold) = desired.held.get(name) {
+            if hold.priority().is_some() && wanted.next() != Some(name) {
+                return None;
+            }
             continue;
         }
-        let want = wanted.next().filter(|w| w.function == name)?;
+        if wanted.next() != Some(name) {
+            return None;
+        }
+        let want = slots.iter().find(|s| s.function == name)?;
         let f = desired.functions.iter().find(|f| f.name == name)?;
         let meta = obs.functions.get(name).and_then(|o| o.meta)?;
         let built_here = !f.program.uses_abi
@@ -807,6 +849,9 @@ fn check_blocked(
     }
     match iface {
         None | Some(InterfaceState::Missing) => Some(Blocked::InterfaceMissing),
+        Some(InterfaceState::Unknown { error }) => Some(Blocked::InterfaceUnknown {
+            error: error.clone(),
+        }),
         // TC programs coexist: another tool's never blocks kfd's.
         Some(InterfaceState::Present { .. }) if key.hook != Hook::Xdp => None,
         Some(InterfaceState::Present { xdp, .. }) => {

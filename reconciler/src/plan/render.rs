@@ -39,6 +39,13 @@ pub fn blocked_message(key: &ChainKey, b: &Blocked) -> String {
                 .map(|n| format!(" in netns {n}"))
                 .unwrap_or_default()
         ),
+        Blocked::InterfaceUnknown { error } => format!(
+            "interface {} cannot be queried ({error}): the chain is left as it is",
+            key.interface
+        ),
+        Blocked::Unreadable { error } => {
+            format!("its pins cannot be read ({error}): the chain is left as it is")
+        }
         Blocked::ForeignProgram { prog_id } => format!(
             "{} already runs program id {prog_id}, which kfd does not own: kfd will not replace it \
              (detach it first, e.g. `ip link set dev {} xdp off`)",

@@ -1291,3 +1291,167 @@ fn tc_chains_attach_once_and_coexist_with_other_programs() {
     );
     assert_converges(&moved, &on_clsact);
 }
+
+/// `d` applied, checked to be in sync.
+fn converged(d: &DesiredState) -> ObservedState {
+    let after = applied(d);
+    assert!(run(d, &after).in_sync());
+    after
+}
+
+fn held(d: &mut DesiredState, name: &str) {
+    let c = d.chains.get_mut(&key("eth0")).unwrap();
+    c.functions.retain(|f| f.name != name);
+    c.held.insert(
+        name.to_owned(),
+        crate::desired::Hold::FileInvalid {
+            file: "20-bad.yaml".into(),
+        },
+    );
+}
+
+#[test]
+fn a_held_function_is_never_unloaded_and_a_chain_of_held_functions_is_left_alone() {
+    let d = desired(vec![func("a", 10, &[1]), func("b", 20, &[2])]);
+    let live = converged(&d);
+    // b's file went bad with no usable copy: b is held, a is unchanged.
+    let mut now = d.clone();
+    held(&mut now, "b");
+    assert!(run(&now, &live).in_sync(), "{:?}", names(&run(&now, &live)));
+    // Both held: the chain stays, nothing is destroyed.
+    held(&mut now, "a");
+    assert!(run(&now, &live).in_sync(), "{:?}", names(&run(&now, &live)));
+    // Without the holds, a valid config that drops b unloads it.
+    let dropped = desired(vec![func("a", 10, &[1])]);
+    assert!(names(&run(&dropped, &live)).contains(&"unload b".to_owned()));
+}
+
+#[test]
+fn beside_a_held_function_changes_land_in_place_but_the_order_stays() {
+    let d = desired(vec![func("a", 10, &[1]), func("b", 20, &[2])]);
+    let live = converged(&d);
+    // a's entries change: entries, in place.
+    let mut now = desired(vec![func("a", 10, &[1, 3]), func("b", 20, &[2])]);
+    held(&mut now, "b");
+    assert_eq!(names(&run(&now, &live)), ["entries a.deny_v4 +1 ~0 -0"]);
+    // a's code changes: a program swap into a's live slot.
+    let mut code = desired(vec![func("a", 10, &[1]), func("b", 20, &[2])]);
+    code.chains.get_mut(&key("eth0")).unwrap().functions[0].program = image(2, true);
+    held(&mut code, "b");
+    assert_eq!(
+        names(&run(&code, &live)),
+        ["load a CodeChanged", "replace a@0"]
+    );
+    assert_converges(&code, &live);
+    // A new function (or a reorder) would move b: the chain is blocked,
+    // naming b and why, and nothing else is done.
+    let mut grown = desired(vec![
+        func("a", 10, &[1]),
+        func("b", 20, &[2]),
+        func("c", 5, &[]),
+    ]);
+    held(&mut grown, "b");
+    let p = run(&grown, &live);
+    assert!(p.chains[0].actions.is_empty(), "{:?}", names(&p));
+    let Some(Blocked::Held { functions }) = &p.chains[0].blocked else {
+        panic!("{:?}", p.chains[0].blocked)
+    };
+    assert_eq!(functions.len(), 1);
+    assert_eq!(functions[0].function, "b");
+    assert_eq!(
+        blocked_message(&key("eth0"), p.chains[0].blocked.as_ref().unwrap()),
+        "b is kept exactly as live (b: 20-bad.yaml is invalid and no last good copy of it matches \
+         the kernel), so the chain keeps its order and functions until it can be built again"
+    );
+    // b's place is unknown while its file is bad: a keeps its slot before
+    // b, whatever a's priority now says...
+    let mut reordered = desired(vec![func("a", 30, &[1]), func("b", 20, &[2])]);
+    held(&mut reordered, "b");
+    assert!(run(&reordered, &live).in_sync());
+    // ...but when the config still gives b's priority (its object is what
+    // is unusable), a reorder is known, and b cannot be relinked: blocked.
+    reordered.chains.get_mut(&key("eth0")).unwrap().held.insert(
+        "b".into(),
+        crate::desired::Hold::Object {
+            source: src(),
+            priority: 20,
+            error: "object /x.o: No such file or directory (os error 2)".into(),
+        },
+    );
+    assert!(matches!(
+        run(&reordered, &live).chains[0].blocked,
+        Some(Blocked::Held { .. })
+    ));
+}
+
+#[test]
+fn a_changed_file_is_recorded_in_the_load_records_of_what_it_keeps() {
+    let d = desired(vec![func("a", 10, &[1])]);
+    let live = converged(&d);
+    let mut edited = d.clone();
+    edited.chains.get_mut(&key("eth0")).unwrap().functions[0].origin = origin(2);
+    assert_eq!(names(&run(&edited, &live)), ["record a"]);
+    assert_converges(&edited, &live);
+    // The record comes before the function's entries.
+    edited.chains.get_mut(&key("eth0")).unwrap().functions[0]
+        .maps
+        .get_mut("deny_v4")
+        .unwrap()
+        .entries = Arc::new(deny(&[1, 2]));
+    assert_eq!(
+        names(&run(&edited, &live)),
+        ["record a", "entries a.deny_v4 +1 ~0 -0"]
+    );
+}
+
+#[test]
+fn while_some_file_is_unknown_a_chain_that_is_attached_stays_attached() {
+    let d = desired(vec![func("a", 10, &[1])]);
+    let live = converged(&d);
+    // Live in native mode; a config now asks for generic.
+    let mut native = d.clone();
+    native.chains.get_mut(&key("eth0")).unwrap().xdp_mode = XdpMode::Generic;
+    // Known config: the mode differs from the live one, so re-attach...
+    assert!(
+        names(&run(&native, &live))
+            .iter()
+            .any(|n| n.starts_with("attach"))
+    );
+    // ...but the file that set it may be the unknown one: keep the link.
+    native.incomplete = true;
+    assert!(
+        run(&native, &live).in_sync(),
+        "{:?}",
+        names(&run(&native, &live))
+    );
+    // Not attached at all: attach anyway.
+    let mut detached = live.clone();
+    detached.chains.get_mut(&key("eth0")).unwrap().link = None;
+    assert!(
+        names(&run(&native, &detached))
+            .iter()
+            .any(|n| n.starts_with("attach"))
+    );
+}
+
+#[test]
+fn a_chain_that_cannot_be_read_is_left_alone_and_others_converge() {
+    let d = desired(vec![func("a", 10, &[1])]);
+    let mut live = converged(&d);
+    let chain = live.chains.remove(&key("eth0")).unwrap();
+    live.unreadable
+        .insert(key("eth0"), "reading kf_ctl: Permission denied".into());
+    // Wanted or not, it is neither rebuilt nor destroyed.
+    for want in [d.clone(), DesiredState::default()] {
+        let p = run(&want, &live);
+        assert_eq!(p.chains.len(), 1);
+        assert!(p.chains[0].actions.is_empty());
+        assert_eq!(
+            p.chains[0].blocked,
+            Some(Blocked::Unreadable {
+                error: "reading kf_ctl: Permission denied".into()
+            })
+        );
+    }
+    drop(chain);
+}

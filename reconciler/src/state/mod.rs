@@ -6,6 +6,7 @@ pub mod model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::entries::EntrySet;
 use crate::kernel::bpffs::{self, BpffsError};
 use crate::kernel::loader::shape_of;
 use crate::kernel::map::{ByteMap, MapError};
@@ -70,8 +71,16 @@ pub fn observe<'a>(
         if !layout.chain_dir(&key).is_dir() {
             continue;
         }
-        let chain = observe_chain(layout, &key, name)?;
-        state.chains.insert(key, chain);
+        // One chain that cannot be read (its namespace is gone or bad, a
+        // pin is damaged) is that chain's problem only.
+        match observe_chain(layout, &key, name) {
+            Ok(chain) => {
+                state.chains.insert(key, chain);
+            }
+            Err(e) => {
+                state.unreadable.insert(key, e.to_string());
+            }
+        }
     }
     let mut ifaces: BTreeSet<(Option<String>, String)> = state
         .chains
@@ -83,7 +92,7 @@ pub fn observe<'a>(
             .map(|k| (k.netns.clone(), k.interface.clone())),
     );
     for (netns, ifname) in ifaces {
-        let st = interface_state(netns.as_deref(), &ifname)?;
+        let st = interface_state(netns.as_deref(), &ifname);
         state.interfaces.insert((netns, ifname), st);
     }
     Ok(state)
@@ -97,15 +106,19 @@ pub fn tc_direction(hook: Hook) -> Direction {
     }
 }
 
-/// An interface's presence and XDP programs.
-pub fn interface_state(netns: Option<&str>, ifname: &str) -> Result<InterfaceState, StateError> {
+/// An interface's presence and XDP programs; Unknown when it cannot be
+/// queried.
+pub fn interface_state(netns: Option<&str>, ifname: &str) -> InterfaceState {
     let path = netns.map(netns_path);
     if path.as_ref().is_some_and(|p| !p.exists()) {
-        return Ok(InterfaceState::Missing);
+        return InterfaceState::Missing;
     }
-    Ok(match xdp::query(path.as_deref(), ifname)? {
-        None => InterfaceState::Missing,
-        Some(q) => {
+    match xdp::query(path.as_deref(), ifname) {
+        Err(e) => InterfaceState::Unknown {
+            error: e.to_string(),
+        },
+        Ok(None) => InterfaceState::Missing,
+        Ok(Some(q)) => {
             let mut progs = Vec::new();
             progs.extend(q.attached.driver.map(|id| (XdpMode::Native, id)));
             progs.extend(q.attached.generic.map(|id| (XdpMode::Generic, id)));
@@ -115,7 +128,7 @@ pub fn interface_state(netns: Option<&str>, ifname: &str) -> Result<InterfaceSta
                 xdp: progs,
             }
         }
-    })
+    }
 }
 
 fn open_map(path: &Path) -> Result<Option<ByteMap>, StateError> {
@@ -327,36 +340,45 @@ pub fn read_adopted_maps(
     layout: &Layout,
     observed: &mut ObservedState,
     wanted: impl IntoIterator<Item = (ChainKey, String, String)>,
-) -> Result<(), StateError> {
+) {
     for (key, function, map) in wanted {
-        let Some(f) = observed
+        let Some(m) = observed
             .chains
             .get_mut(&key)
             .and_then(|c| c.functions.get_mut(&function))
+            .and_then(|f| f.state.get_mut(&map))
         else {
-            continue;
-        };
-        let Some(m) = f.state.get_mut(&map) else {
             continue;
         };
         if m.entries.is_some() {
             continue;
         }
         let path = FnPaths::new(layout.fn_dir(&key, &function)).state_map(&map);
-        if let Some(bm) = open_map(&path)? {
-            let err = |source| StateError::Map {
-                path: path.clone(),
-                source,
-            };
-            let target = if map_type::is_map_in_map(m.shape.map_type) {
-                bm.inner(0).map_err(err)?
-            } else {
-                Some(bm)
-            };
-            if let Some(t) = target {
-                m.entries = Some(t.read_all().map_err(err)?);
+        match read_entries(&path, map_type::is_map_in_map(m.shape.map_type)) {
+            Ok(entries) => m.entries = entries,
+            Err(e) => {
+                // That chain alone is left as it is.
+                observed.chains.remove(&key);
+                observed.unreadable.insert(key, e.to_string());
             }
         }
     }
-    Ok(())
+}
+
+/// The entries of the map pinned at `path` (of its inner map in slot 0,
+/// for a map-in-map); None when nothing is there.
+fn read_entries(path: &Path, map_in_map: bool) -> Result<Option<EntrySet>, StateError> {
+    let Some(bm) = open_map(path)? else {
+        return Ok(None);
+    };
+    let err = |source| StateError::Map {
+        path: path.to_owned(),
+        source,
+    };
+    let target = if map_in_map {
+        bm.inner(0).map_err(err)?
+    } else {
+        Some(bm)
+    };
+    target.map(|t| t.read_all().map_err(err)).transpose()
 }

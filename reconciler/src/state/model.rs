@@ -15,6 +15,9 @@ pub struct ObservedState {
     pub chains: BTreeMap<ChainKey, ObservedChain>,
     /// Interfaces of observed and desired chains, by (netns, name).
     pub interfaces: BTreeMap<(Option<String>, String), InterfaceState>,
+    /// Chains whose pins could not be read, with the error: kfd leaves them
+    /// exactly as they are (the error is theirs alone) and retries.
+    pub unreadable: BTreeMap<ChainKey, String>,
 }
 
 /// An interface, as its namespace sees it.
@@ -23,6 +26,12 @@ pub struct ObservedState {
 pub enum InterfaceState {
     /// It does not exist (or its namespace does not).
     Missing,
+    /// It could not be queried (its namespace cannot be entered, say):
+    /// chains on it are left as they are.
+    Unknown {
+        /// Why.
+        error: String,
+    },
     /// It exists.
     Present {
         /// Its index.
