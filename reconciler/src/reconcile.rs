@@ -7,13 +7,10 @@ use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeSet;
-
 use crate::apply::{self, ApplyReport, failpoint::hit};
 use crate::config::{self, DirError, Live, Loaded, ReadRules, Snapshot, lastgood::SnapshotError};
 use crate::kernel::bpffs::{self, BpffsError};
 use crate::layout::Layout;
-use crate::model::FileId;
 use crate::plan::{self, Plan, PlanOptions};
 use crate::state::{self, StateError, model::ObservedState};
 
@@ -166,16 +163,7 @@ impl Instance {
         });
         let read = read?;
         let (mut observed, observe_time) = observed?;
-        let live: Live = observed
-            .chains
-            .iter()
-            .flat_map(|(k, c)| {
-                c.functions
-                    .iter()
-                    .map(move |(n, f)| ((k.clone(), n.clone()), f.meta.and_then(|m| m.origin)))
-            })
-            .collect();
-        let config = config::assemble(read, &snapshot, &live, &self.rules);
+        let config = config::assemble(read, &snapshot, &live(&observed), &self.rules);
         // Interfaces of desired chains, and state maps the config now adopts.
         let t = Instant::now();
         for key in config.desired.chains.keys() {
@@ -226,41 +214,27 @@ impl Instance {
     }
 }
 
-/// The store after `report`: a file's copy is the content in force once
-/// every chain its functions run on (or ran on) converged; files whose
-/// content is unknown, or whose chains failed, keep their old copy; deleted
-/// files lose theirs.
+/// The store after `report` (see [`Snapshot::after`]): files whose
+/// functions run, or ran, on a chain that failed keep their old copy.
 fn next_store(g: &Gathered, report: &ApplyReport) -> Snapshot {
-    let failed: BTreeSet<&crate::model::ChainKey> = report
+    let failed = report
         .chains
         .iter()
         .filter(|c| c.error.is_some())
-        .map(|c| &c.key)
-        .collect();
-    let mut touched_failed: BTreeSet<FileId> = BTreeSet::new();
-    for key in &failed {
-        if let Some(d) = g.config.desired.chains.get(*key) {
-            touched_failed.extend(d.functions.iter().map(|f| f.origin.file));
-        }
-        if let Some(o) = g.observed.chains.get(*key) {
-            touched_failed.extend(
-                o.functions
-                    .values()
-                    .filter_map(|f| f.meta.and_then(|m| m.origin).map(|o| o.file)),
-            );
-        }
-    }
-    let mut next = g.snapshot.clone();
-    let names: BTreeSet<&str> = g
-        .snapshot
-        .names()
-        .chain(g.config.files.keys().map(String::as_str))
-        .collect();
-    for name in names {
-        if g.config.unknown.contains(name) || touched_failed.contains(&config::file_id(name)) {
-            continue;
-        }
-        next = next.with(name, g.config.effective.get(name).cloned());
-    }
-    next
+        .map(|c| &c.key);
+    let failed = Snapshot::files_on(&g.config.desired, &live(&g.observed), failed);
+    g.snapshot.after(&g.config, &failed)
+}
+
+/// Every live function instance with the origin its load record names.
+pub fn live(observed: &ObservedState) -> Live {
+    observed
+        .chains
+        .iter()
+        .flat_map(|(k, c)| {
+            c.functions
+                .iter()
+                .map(move |(n, f)| ((k.clone(), n.clone()), f.meta.and_then(|m| m.origin)))
+        })
+        .collect()
 }

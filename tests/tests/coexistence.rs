@@ -285,11 +285,25 @@ fn big_config(env: &Env, from: u32, n: u32) -> String {
 
 /// `kfd apply` with `conf`, stderr to `err` so it can be read while it runs.
 fn spawn_apply(env: &Env, conf: &Path, err: &Path) -> Child {
+    spawn_apply_with(env, conf, err, &[])
+}
+
+/// [`spawn_apply`] with extra environment variables.
+fn spawn_apply_with(env: &Env, conf: &Path, err: &Path, vars: &[(&str, &str)]) -> Child {
     kfd_with_config(env, conf, &["apply"])
+        .envs(vars.iter().copied())
         .stdout(Stdio::null())
         .stderr(fs::File::create(err).expect("stderr file"))
         .spawn()
         .expect("kfd apply")
+}
+
+/// Whether process `pid` is stopped (state `T` in /proc/PID/stat).
+fn stopped(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+        .unwrap_or(false)
 }
 
 /// Waits for `child`; its exit code and the stderr it wrote to `err`.
@@ -337,17 +351,26 @@ fn two_applies_at_once_serialise_and_the_last_one_wins() {
         } else {
             (&two, &one)
         };
-        // The overlap is forced, not left to timing: the first is paused
-        // (SIGSTOP) once it holds the lock, and resumed only after the second
-        // has said it is waiting.
+        // The overlap is forced, not left to timing: the first stops itself
+        // at a failpoint it reaches while holding the lock (even when it has
+        // nothing to do), and is resumed only after the second has said it
+        // is waiting.
         let err_a = env.dir.join(format!("apply-{round}-a.err"));
         let err_b = env.dir.join(format!("apply-{round}-b.err"));
-        let a = spawn_apply(&env, first, &err_a);
-        assert!(
-            kfd_tests::wait_until(Duration::from_secs(10), || holds_flock(a.id())),
-            "round {round}: the first apply never took the lock"
+        let a = spawn_apply_with(
+            &env,
+            first,
+            &err_a,
+            &[("KFD_FAILPOINT", "before-store:stop")],
         );
-        signal(&a, libc::SIGSTOP);
+        assert!(
+            kfd_tests::wait_until(Duration::from_secs(10), || stopped(a.id())),
+            "round {round}: the first apply never stopped at its failpoint"
+        );
+        assert!(
+            holds_flock(a.id()),
+            "round {round}: stopped without the lock"
+        );
         let b = spawn_apply(&env, second, &err_b);
         let b_waits = kfd_tests::wait_until(Duration::from_secs(10), || {
             fs::read_to_string(&err_b).is_ok_and(|e| e.contains(WAITING))
@@ -494,8 +517,8 @@ fn a_run_that_finds_the_lock_taken_says_so_and_waits() {
 }
 
 /// `kfd apply` while `kfd run` serves the same root and config dir. Each
-/// round changes the config, starts an apply and pauses it (SIGSTOP) once it
-/// holds the lock, so the daemon's pass for the same change, after its quiet
+/// round changes the config, starts an apply that stops itself (a failpoint)
+/// while it holds the lock, so the daemon's pass for the same change, after its quiet
 /// window, must find the lock taken and wait; the apply is resumed when the
 /// daemon says so. The apply succeeds, the pass then finds the kernel in sync
 /// (the apply did the work), and the kernel holds exactly that round's config.
@@ -512,12 +535,21 @@ fn apply_during_run_takes_turns_with_the_daemon() {
         let mark = d.mark();
         env.write("10-edge.yaml", &big_config(&env, round * 100_000, 20_000));
         let err = env.dir.join(format!("apply-during-run-{round}.err"));
-        let apply = spawn_apply(&env, &env.conf(), &err);
-        assert!(
-            kfd_tests::wait_until(Duration::from_secs(10), || holds_flock(apply.id())),
-            "round {round}: the apply never took the lock"
+        // Stopped at a failpoint it reaches holding the lock: no race.
+        let apply = spawn_apply_with(
+            &env,
+            &env.conf(),
+            &err,
+            &[("KFD_FAILPOINT", "before-store:stop")],
         );
-        signal(&apply, libc::SIGSTOP);
+        assert!(
+            kfd_tests::wait_until(Duration::from_secs(10), || stopped(apply.id())),
+            "round {round}: the apply never stopped at its failpoint"
+        );
+        assert!(
+            holds_flock(apply.id()),
+            "round {round}: stopped without the lock"
+        );
         let daemon_waits = d.wait_log(mark, "waiting for it to finish");
         signal(&apply, libc::SIGCONT);
         assert!(

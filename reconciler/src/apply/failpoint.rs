@@ -3,6 +3,9 @@
 //! - `KFD_FAILPOINT=NAME[#N]`: kfd kills itself with SIGKILL the Nth time
 //!   (default: the first) it reaches NAME, as an OOM kill or a power cut
 //!   would stop it: no destructors, no rollback, no unlock.
+//! - `KFD_FAILPOINT=NAME[#N]:stop`: it stops itself (SIGSTOP) there
+//!   instead, still holding what it holds (the root's lock), until a test
+//!   resumes it with SIGCONT: a pause at a known point, not a race.
 //! - `KFD_FAILPOINT_LOG=FILE`: appends the name of every failpoint reached,
 //!   one per line, so a test can pick a point from a real run.
 //!
@@ -43,6 +46,7 @@ pub const LOG_ENV: &str = "KFD_FAILPOINT_LOG";
 
 struct Armed {
     target: Option<(String, u64)>,
+    signal: libc::c_int,
     log: Option<File>,
     seen: AtomicU64,
 }
@@ -50,7 +54,12 @@ struct Armed {
 fn armed() -> &'static Armed {
     static ARMED: OnceLock<Armed> = OnceLock::new();
     ARMED.get_or_init(|| {
-        let target = std::env::var(ENV).ok().map(|v| match v.split_once('#') {
+        let value = std::env::var(ENV).ok();
+        let (point, signal) = match value.as_deref().map(|v| v.split_once(':')) {
+            Some(Some((point, "stop"))) => (Some(point.to_owned()), libc::SIGSTOP),
+            _ => (value, libc::SIGKILL),
+        };
+        let target = point.map(|v| match v.split_once('#') {
             Some((name, n)) => (name.to_owned(), n.parse().unwrap_or(1)),
             None => (v, 1),
         });
@@ -63,6 +72,7 @@ fn armed() -> &'static Armed {
         });
         Armed {
             target,
+            signal,
             log,
             seen: AtomicU64::new(0),
         }
@@ -81,7 +91,7 @@ pub fn hit(name: &'static str) {
         && target == name
         && a.seen.fetch_add(1, Ordering::SeqCst) + 1 == *n
     {
-        // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        // SAFETY: kill(2) on our own pid; SIGKILL and SIGSTOP cannot be caught.
+        unsafe { libc::kill(libc::getpid(), a.signal) };
     }
 }

@@ -21,10 +21,11 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::ConfigError;
 use super::merge::{self, Conflict};
-use super::resolve::FileDesired;
+use super::resolve::{FileDesired, Unusable};
 use super::{FileStatus, Loaded, Objects, ReadDir, ReadRules, Snapshot, Timings, process};
 use crate::desired::{DesiredChain, Hold};
-use crate::model::{ChainKey, ContentId, FileId, Origin};
+use crate::model::{ChainKey, ContentId, FileId, Origin, Source};
+use std::ops::Not as _;
 
 /// What is live, as config loading needs it: every function instance kfd
 /// runs, by chain and name, with the origin its load record carries.
@@ -180,14 +181,44 @@ impl Assembly<'_> {
     }
 
     /// The file a clash is blamed on: the one that changed since it was
-    /// applied (the later one if several did), else the later file.
+    /// applied (the later one if several did), else the later file; never
+    /// a file that only stands for what is live.
     fn culprit(&self, c: &Conflict) -> Option<String> {
-        let changed = c.files().filter(|f| {
-            self.candidates
-                .get(*f)
-                .is_some_and(|c| !c.from_store && !self.applied.unchanged(f, &c.bytes))
+        let in_use = || c.files().filter(|f| self.candidates.contains_key(*f));
+        let changed = in_use().filter(|f| {
+            self.candidates[*f].from_store.not()
+                && !self.applied.unchanged(f, &self.candidates[*f].bytes)
         });
-        changed.max().or_else(|| c.files().max()).map(str::to_owned)
+        changed.max().or_else(|| in_use().max()).map(str::to_owned)
+    }
+
+    /// A file whose content is unknown, as the definitions of its live
+    /// functions (for clashes only; they are held, never built).
+    fn as_live(&self, name: &str) -> FileDesired {
+        let source = Source {
+            file: format!("{}/{name} (as live)", self.dir_display),
+            line: 1,
+            col: 1,
+        };
+        FileDesired {
+            unusable: self
+                .applied
+                .live_of(name)
+                .iter()
+                .map(|(key, function, _)| {
+                    (
+                        (*key).clone(),
+                        Unusable {
+                            name: (*function).to_owned(),
+                            source: source.clone(),
+                            priority: u32::MAX,
+                            error: String::new(),
+                        },
+                    )
+                })
+                .collect(),
+            ..FileDesired::default()
+        }
     }
 }
 
@@ -245,28 +276,41 @@ pub fn assemble(read: ReadDir, snapshot: &Snapshot, live: &Live, rules: &ReadRul
     }
 
     // Merge; a clash rejects one side, which falls back like a bad file.
+    let mut refused: Vec<(String, Vec<(ChainKey, crate::desired::DesiredFunction)>)> = Vec::new();
     let mut desired = loop {
+        // A file whose content is unknown still defines what it runs: its
+        // live functions take part, so no other file takes them over.
+        let as_live: Vec<(String, FileDesired)> = a
+            .unknown
+            .iter()
+            .map(|name| (name.clone(), a.as_live(name)))
+            .collect();
         let inputs: Vec<(&str, &FileDesired)> = a
             .candidates
             .iter()
             .map(|(n, c)| (n.as_str(), &c.resolved))
+            .chain(as_live.iter().map(|(n, fd)| (n.as_str(), fd)))
             .collect();
         let (desired, conflicts) = merge::merge(&inputs);
-        if conflicts.is_empty() {
-            break desired;
-        }
         let mut culprits = BTreeSet::new();
         for c in conflicts {
+            // Only a file in use can lose; what is live stays.
             let Some(culprit) = a.culprit(&c) else {
                 continue;
             };
             a.errors.push(c.error_for(&culprit));
             culprits.insert(culprit);
         }
+        if culprits.is_empty() {
+            break desired;
+        }
         for name in culprits {
             let Some(c) = a.candidates.remove(&name) else {
                 continue;
             };
+            // What it asks for is known, and refused: live functions it
+            // names stay as they are (they may be moving to it).
+            refused.push((name.clone(), c.resolved.functions.clone()));
             if c.from_store {
                 // Even the copy clashes: what is live stays.
                 a.unknown.insert(name.clone());
@@ -318,6 +362,19 @@ pub fn assemble(read: ReadDir, snapshot: &Snapshot, live: &Live, rules: &ReadRul
             }
         }
     }
+    for (file, functions) in &refused {
+        for (key, f) in functions {
+            if live.contains_key(&(key.clone(), f.name.clone()))
+                && !defined.contains(&(key, f.name.as_str()))
+            {
+                held.push((
+                    key.clone(),
+                    f.name.clone(),
+                    Hold::FileInvalid { file: file.clone() },
+                ));
+            }
+        }
+    }
     if !a.unknown.is_empty() {
         for (key, name) in &a.applied.unknown_origin {
             if !defined.contains(&(*key, *name)) {
@@ -334,7 +391,13 @@ pub fn assemble(read: ReadDir, snapshot: &Snapshot, live: &Live, rules: &ReadRul
             .entry(name)
             .or_insert(hold);
     }
-    desired.incomplete = !a.unknown.is_empty();
+    // Chain settings an unknown file made are unknown too, when it made any
+    // that are live: a file that runs nothing (never applied, or applied
+    // with settings only and its copy lost since) is taken to have none.
+    desired.incomplete = a
+        .status
+        .values()
+        .any(|s| matches!(s, FileStatus::HeldLive { .. }));
 
     let effective = a
         .candidates

@@ -13,13 +13,14 @@
 //! config files (owner, mode, regular files only), and what fails the check
 //! is left out and reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::files::{self, FileError, ReadRules};
+use crate::model::FileId;
 
 /// A problem with the store, naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,47 @@ impl Snapshot {
             None => self.files.remove(name),
         };
         self
+    }
+
+    /// The files that chains `failed` touch: those of the functions the
+    /// config puts on them, and of the functions live there. Their copies
+    /// stay as they are when those chains do not converge.
+    pub fn files_on<'k>(
+        desired: &crate::desired::DesiredState,
+        live: &super::Live,
+        failed: impl IntoIterator<Item = &'k crate::model::ChainKey>,
+    ) -> BTreeSet<FileId> {
+        let mut out = BTreeSet::new();
+        for key in failed {
+            if let Some(d) = desired.chains.get(key) {
+                out.extend(d.functions.iter().map(|f| f.origin.file));
+            }
+            out.extend(
+                live.range((key.clone(), String::new())..)
+                    .take_while(|((k, _), _)| k == key)
+                    .filter_map(|(_, o)| o.map(|o| o.file)),
+            );
+        }
+        out
+    }
+
+    /// The store once `loaded` is in force: a file's copy becomes its content
+    /// in force, except that files whose chains did not all converge
+    /// (`failed`) and files whose content is unknown keep their old copy;
+    /// files gone from the config dir lose theirs.
+    pub fn after(&self, loaded: &super::Loaded, failed: &BTreeSet<FileId>) -> Snapshot {
+        let mut next = self.clone();
+        let names: BTreeSet<&str> = self
+            .names()
+            .chain(loaded.files.keys().map(String::as_str))
+            .collect();
+        for name in names {
+            if loaded.unknown.contains(name) || failed.contains(&super::file_id(name)) {
+                continue;
+            }
+            next = next.with(name, loaded.effective.get(name).cloned());
+        }
+        next
     }
 
     /// Makes the store on disk hold exactly `self`, given that it held

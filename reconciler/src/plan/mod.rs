@@ -1093,4 +1093,4 @@ pub fn group(n: usize) -> String {
 #[cfg(test)]
 mod props;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -108,7 +108,7 @@ fn func(name: &str, priority: u32, ips: &[u8]) -> DesiredFunction {
 }
 
 /// The origin of functions read from content `n` of one file.
-pub(super) fn origin(n: u8) -> crate::model::Origin {
+pub(crate) fn origin(n: u8) -> crate::model::Origin {
     crate::model::Origin {
         file: crate::model::FileId([1; 16]),
         content: crate::model::ContentId([n; 16]),
@@ -140,7 +140,7 @@ fn desired(functions: Vec<DesiredFunction>) -> DesiredState {
     d
 }
 
-pub(super) const IFINDEX: u32 = 7;
+pub(crate) const IFINDEX: u32 = 7;
 const ROOT: u32 = 900;
 
 fn present(xdp: Vec<(XdpMode, u32)>) -> InterfaceState {
@@ -163,7 +163,7 @@ fn applied(d: &DesiredState) -> ObservedState {
 }
 
 /// A model of `apply`: the observed state after executing `plan`.
-pub(super) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedState {
+pub(crate) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) -> ObservedState {
     let mut o = before.clone();
     // New program ids follow every id in use (as the kernel's do).
     let mut next_id = o
@@ -445,7 +445,7 @@ pub(super) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) ->
     o
 }
 
-pub(super) fn names(plan: &Plan) -> Vec<String> {
+pub(crate) fn names(plan: &Plan) -> Vec<String> {
     plan.chains
         .iter()
         .flat_map(|c| c.actions.iter())
