@@ -214,14 +214,30 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn lock(inst: &Instance, exclusive: bool) -> Result<Lock> {
-    inst.ensure_bpffs().context("preparing bpffs")?;
-    Ok(Lock::acquire(inst.layout.root(), exclusive, || {
+fn waiting(inst: &Instance) -> impl FnOnce() + '_ {
+    || {
         eprintln!(
             "kfd: another kfd holds {}; waiting for it to finish",
             inst.layout.root().display()
-        );
-    })?)
+        )
+    }
+}
+
+/// The exclusive lock of a command that changes the kernel: it prepares
+/// the bpffs root first (mounting bpffs if needed).
+fn write_lock(inst: &Instance) -> Result<Lock> {
+    inst.ensure_bpffs().context("preparing bpffs")?;
+    Ok(Lock::acquire(inst.layout.root(), true, waiting(inst))?)
+}
+
+/// The shared lock of a read-only command, which creates nothing: without
+/// a bpffs root there is nothing live, and nothing to lock.
+fn read_lock(inst: &Instance) -> Result<Option<Lock>> {
+    Ok(Lock::acquire_existing(
+        inst.layout.root(),
+        false,
+        waiting(inst),
+    )?)
 }
 
 fn gather(inst: &Instance) -> Result<Gathered> {
@@ -304,7 +320,7 @@ fn print_config_errors(g: &Gathered) {
 }
 
 fn plan_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
-    let _lock = lock(inst, false)?;
+    let _lock = read_lock(inst)?;
     let g = gather(inst)?;
     let p = inst.plan(&g);
     let has_errors = !g.config.errors.is_empty();
@@ -355,7 +371,7 @@ fn secs(d: Duration) -> String {
 
 fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
     let started = Instant::now();
-    let _lock = lock(inst, true)?;
+    let _lock = write_lock(inst)?;
     let g = gather(inst)?;
     let t = Instant::now();
     let p = inst.plan(&g);
@@ -444,7 +460,7 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
 }
 
 fn status_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
-    let _lock = lock(inst, false)?;
+    let _lock = read_lock(inst)?;
     let observed = state::observe(&inst.layout, []).context("reading live state")?;
     let chains = status::collect(&inst.layout, &observed).context("reading live state")?;
     match output {
@@ -463,7 +479,11 @@ fn down(
     hook: &Option<String>,
     netns: &Option<String>,
 ) -> Result<ExitCode> {
-    let _lock = lock(inst, true)?;
+    // Without a root there is nothing to remove, and nothing to create.
+    let Some(_lock) = Lock::acquire_existing(inst.layout.root(), true, waiting(inst))? else {
+        println!("down: 0 chains removed");
+        return Ok(ExitCode::SUCCESS);
+    };
     let observed = state::observe(&inst.layout, []).context("reading live state")?;
     let hook = hook.as_deref().and_then(Hook::parse);
     let mut removed = 0;
