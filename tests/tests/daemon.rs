@@ -302,6 +302,13 @@ fn failures_back_off_and_are_retried_until_they_clear() {
     d.expect_log(0, "retrying in 100ms");
     d.expect_log(0, "retrying in 200ms");
     d.expect_log(0, "reconcile #3 (retry #2)");
+    // One vocabulary: the reason is the metric's label, the attempt its own field.
+    let log = d.log();
+    let retry = log
+        .lines()
+        .find(|l| l.contains("reconcile #3 (retry #2)"))
+        .unwrap_or_default();
+    assert!(retry.contains(r#" reason="retry" attempt=2 "#), "{retry}");
     // The foreign program goes away; no file changes, no resync: the retry converges.
     sh(&[
         "ip",
@@ -525,10 +532,13 @@ fn logs_go_to_journald_with_fields_under_systemd_and_to_stderr_without_it() {
         eprintln!("no journald to start: journald logging not checked");
         return;
     };
+    // Nothing live, so the startup pass below has actions to log.
+    let down = env.kfd(&["down"]);
+    assert_eq!(down.code, 0, "{down:?}");
     // As under systemd: stderr is a journal stream and $JOURNAL_STREAM
     // names it; systemd-cat execs the command on such a stream.
     let script = format!(
-        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec {} --config-dir {} --bpffs {} --state-dir {} run --metrics-address off --debounce 50ms",
+        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec {} --config-dir {} --bpffs {} --state-dir {} run --metrics-address off --debounce 50ms --log-level debug",
         kfd_tests::kfd_bin().display(),
         env.conf().display(),
         env.bpffs.display(),
@@ -573,5 +583,27 @@ fn logs_go_to_journald_with_fields_under_systemd_and_to_stderr_without_it() {
         field(&error, "MESSAGE").starts_with(&format!("{bad}:3:1: ")),
         "{error}"
     );
+    // Fields that do not apply are left out: a chain-level action names no
+    // function or map, and no field is ever empty.
+    let chain = find(&|e| field(e, "MESSAGE") == "create_chain (chain)")
+        .unwrap_or_else(|| panic!("no chain action in the journal: {:?}", journal(pid)));
+    assert_eq!(field(&chain, "KFD_INTERFACE"), env.if_b, "{chain}");
+    assert!(
+        chain.get("KFD_FUNCTION").is_none() && chain.get("KFD_MAP").is_none(),
+        "{chain}"
+    );
+    let load = find(&|e| field(e, "MESSAGE") == "load_function (revision_flip)")
+        .unwrap_or_else(|| panic!("no function action in the journal: {:?}", journal(pid)));
+    assert_eq!(field(&load, "KFD_FUNCTION"), FN, "{load}");
+    assert!(load.get("KFD_MAP").is_none(), "{load}");
+    for e in journal(pid) {
+        let empty: Vec<_> = e
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| k.starts_with("KFD_") && v.as_str() == Some(""))
+            .collect();
+        assert!(empty.is_empty(), "empty fields {empty:?} in {e}");
+    }
     drop(guard);
 }
