@@ -98,6 +98,49 @@ fn ready_follows_the_first_convergence_and_reload_and_stop_are_announced() {
 }
 
 #[test]
+fn a_first_pass_that_cannot_work_is_no_start() {
+    let env = kfd_tests::test_env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    // A root that is not on bpffs: no pass can ever work there.
+    let root = env.dir.join("not-bpffs");
+    let sock_path = env.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let out = Command::new(kfd_tests::kfd_bin())
+        .arg("--config-dir")
+        .arg(env.conf())
+        .arg("--bpffs")
+        .arg(&root)
+        .arg("--state-dir")
+        .arg(env.dir.join("state"))
+        .args(["run", "--metrics-address", "off", "--log-target", "stderr"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .output()
+        .expect("kfd run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "kfd: kfd run: the startup reconcile failed before changing anything: {} is not on a bpf filesystem",
+            root.display()
+        )),
+        "{stderr}"
+    );
+    // systemd hears why, and never READY=1: `systemctl start` fails.
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a notification");
+    let status = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        status.starts_with("STATUS=failed: reconcile #1 (startup): "),
+        "{status:?}"
+    );
+    assert!(sock.recv(&mut buf).is_err(), "more than one notification");
+}
+
+#[test]
 fn sighup_repairs_drift_at_once() {
     let env = kfd_tests::test_env!();
     env.write(

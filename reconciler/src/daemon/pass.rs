@@ -85,6 +85,10 @@ pub struct Outcome {
     /// back-off. Chains waiting for their interface are not retried; link
     /// events wake them.
     pub retry: bool,
+    /// The pass could not work at all, for a reason outside the config
+    /// (bpffs, the state dir, reading live state): the error. At startup
+    /// this stops the daemon instead of reporting it ready.
+    pub unusable: Option<String>,
     /// One line for systemd's STATUS=.
     pub status: String,
     /// Interfaces to watch, when the pass read them.
@@ -152,6 +156,9 @@ pub fn run(inst: &Instance, trigger: &Trigger, seq: u64, previous: Reported) -> 
                     "reconcile failed before changing anything"
                 );
             }
+            // A config dir that cannot be read is the config's problem, like
+            // a bad file; anything else is the machine's.
+            let unusable = (!matches!(e, ReconcileError::Config(_))).then(|| text.clone());
             reported.0.insert(text);
             info!(
                 seq,
@@ -169,7 +176,8 @@ pub fn run(inst: &Instance, trigger: &Trigger, seq: u64, previous: Reported) -> 
             });
             Outcome {
                 retry: true,
-                status: format!("reconcile #{seq} failed: {e}"),
+                unusable,
+                status: format!("failed: reconcile #{seq} ({reason}): {e}"),
                 links: None,
                 netns_dirs: None,
                 reported,
@@ -437,6 +445,7 @@ fn report(
 
     Outcome {
         retry: !failing.is_empty(),
+        unusable: None,
         status,
         links: Some(links),
         netns_dirs: Some(netns_dirs),
