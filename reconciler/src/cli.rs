@@ -85,6 +85,8 @@ enum Command {
     },
     /// The daemon: watch the config dir, debounce, reconcile, serve metrics. Runs until SIGTERM/SIGINT, which leave the data plane attached; SIGHUP forces a full pass.
     Run(RunArgs),
+    /// Create the bpffs root (mounting bpffs at /sys/fs/bpf if needed) and nothing else. The systemd unit runs it with full privileges before the sandboxed `kfd run`.
+    Prepare,
     /// Detach and unpin everything kfd owns (or only the matching chains).
     Down {
         /// Only chains on this interface.
@@ -172,6 +174,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => apply_cmd(&instance(&cli, *swap_threshold), *output),
         Command::Status { output } => status_cmd(&instance(&cli, 0.5), *output),
         Command::Run(args) => run_cmd(&instance(&cli, args.swap_threshold), args),
+        Command::Prepare => {
+            let inst = instance(&cli, 0.5);
+            inst.ensure_bpffs().context("preparing bpffs")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Down {
             interface,
             hook,
