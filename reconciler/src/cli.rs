@@ -85,6 +85,8 @@ enum Command {
     },
     /// The daemon: watch the config dir, debounce, reconcile, serve metrics. Runs until SIGTERM/SIGINT, which leave the data plane attached; SIGHUP forces a full pass.
     Run(RunArgs),
+    /// Create the bpffs root (mounting bpffs at /sys/fs/bpf if needed) and nothing else. The systemd unit runs it with full privileges before the sandboxed `kfd run`.
+    Prepare,
     /// Detach and unpin everything kfd owns (or only the matching chains).
     Down {
         /// Only chains on this interface.
@@ -172,6 +174,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => apply_cmd(&instance(&cli, *swap_threshold), *output),
         Command::Status { output } => status_cmd(&instance(&cli, 0.5), *output),
         Command::Run(args) => run_cmd(&instance(&cli, args.swap_threshold), args),
+        Command::Prepare => {
+            let inst = instance(&cli, 0.5);
+            inst.ensure_bpffs().context("preparing bpffs")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Down {
             interface,
             hook,
@@ -214,14 +221,30 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn lock(inst: &Instance, exclusive: bool) -> Result<Lock> {
-    inst.ensure_bpffs().context("preparing bpffs")?;
-    Ok(Lock::acquire(inst.layout.root(), exclusive, || {
+fn waiting(inst: &Instance) -> impl FnOnce() + '_ {
+    || {
         eprintln!(
             "kfd: another kfd holds {}; waiting for it to finish",
             inst.layout.root().display()
-        );
-    })?)
+        )
+    }
+}
+
+/// The exclusive lock of a command that changes the kernel: it prepares
+/// the bpffs root first (mounting bpffs if needed).
+fn write_lock(inst: &Instance) -> Result<Lock> {
+    inst.ensure_bpffs().context("preparing bpffs")?;
+    Ok(Lock::acquire(inst.layout.root(), true, waiting(inst))?)
+}
+
+/// The shared lock of a read-only command, which creates nothing: without
+/// a bpffs root there is nothing live, and nothing to lock.
+fn read_lock(inst: &Instance) -> Result<Option<Lock>> {
+    Ok(Lock::acquire_existing(
+        inst.layout.root(),
+        false,
+        waiting(inst),
+    )?)
 }
 
 fn gather(inst: &Instance) -> Result<Gathered> {
@@ -315,7 +338,7 @@ fn held_lines(g: &Gathered) -> Vec<String> {
 }
 
 fn plan_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
-    let _lock = lock(inst, false)?;
+    let _lock = read_lock(inst)?;
     let g = gather(inst)?;
     let p = inst.plan(&g);
     let has_errors = !g.config.errors.is_empty() || !g.store_errors.is_empty();
@@ -366,7 +389,7 @@ fn secs(d: Duration) -> String {
 
 fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
     let started = Instant::now();
-    let _lock = lock(inst, true)?;
+    let _lock = write_lock(inst)?;
     let g = gather(inst)?;
     let t = Instant::now();
     let p = inst.plan(&g);
@@ -473,7 +496,7 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
 }
 
 fn status_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
-    let _lock = lock(inst, false)?;
+    let _lock = read_lock(inst)?;
     let observed = state::observe(&inst.layout, []).context("reading live state")?;
     let chains = status::collect(&inst.layout, &observed).context("reading live state")?;
     match output {
@@ -492,7 +515,11 @@ fn down(
     hook: &Option<String>,
     netns: &Option<String>,
 ) -> Result<ExitCode> {
-    let _lock = lock(inst, true)?;
+    // Without a root there is nothing to remove, and nothing to create.
+    let Some(_lock) = Lock::acquire_existing(inst.layout.root(), true, waiting(inst))? else {
+        println!("down: 0 chains removed");
+        return Ok(ExitCode::SUCCESS);
+    };
     let observed = state::observe(&inst.layout, []).context("reading live state")?;
     let hook = hook.as_deref().and_then(Hook::parse);
     let mut removed = 0;

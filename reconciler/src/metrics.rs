@@ -265,10 +265,10 @@ pub fn record_pass(r: &PassRecord) {
 }
 
 fn read_chains(layout: &Layout) -> Result<Vec<ChainStatus>, ScrapeError> {
-    if !layout.root().is_dir() {
-        return Ok(Vec::new()); // nothing pinned yet
-    }
-    let _lock = Lock::acquire(layout.root(), false, || ())?;
+    // A scrape creates nothing: without a root, nothing is pinned yet.
+    let Some(_lock) = Lock::acquire_existing(layout.root(), false, || ())? else {
+        return Ok(Vec::new());
+    };
     let observed = state::observe(layout, [])?;
     Ok(status::collect(layout, &observed)?)
 }

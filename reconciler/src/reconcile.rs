@@ -105,6 +105,24 @@ impl Lock {
         }
         Ok(Self { _dir: dir })
     }
+
+    /// [`Lock::acquire`] for readers, which must create nothing: None when
+    /// the root does not exist, which means nothing is live under it.
+    pub fn acquire_existing(
+        root: &Path,
+        exclusive: bool,
+        waiting: impl FnOnce(),
+    ) -> Result<Option<Self>, ReconcileError> {
+        match Self::acquire(root, exclusive, waiting) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(ReconcileError::Lock { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Config and live state, read side by side.

@@ -1,5 +1,5 @@
 //! Real config clients against a running `kfd run`: `ansible-playbook`,
-//! `puppet apply`, and every way a shell tool writes a file (see
+//! `puppet apply`, `salt-call --local`, and every way a shell tool writes a file (see
 //! KERNEL-NOTES.md, "How real tools write a file"). After each write the
 //! kernel's maps and slots are checked, and a bad or half-written file is
 //! shown to never remove what is in force.
@@ -259,6 +259,100 @@ fn puppet_file_resources_with_validate_cmd() {
     assert_eq!(code, 2, "{out}");
     wait_deny(&env, &d, None);
     assert!(!env.chain_dir().join("fn").join(FN).exists(), "{}", d.log());
+}
+
+// ---------------------------------------------------------------------------
+// Salt
+// ---------------------------------------------------------------------------
+
+/// Runs `salt-call --local state.apply kfd` with `sls` as the state, in a
+/// minion of its own under the scratch dir. Returns the exit code
+/// (`--retcode-passthrough`: 0 applied, 2 a state failed) and the output.
+fn salt(env: &Env, sls: &str) -> (i32, String) {
+    let root = env.dir.join("salt");
+    let (etc, srv) = (root.join("etc"), root.join("srv"));
+    fs::create_dir_all(&etc).expect("salt config dir");
+    fs::create_dir_all(&srv).expect("salt file root");
+    // root_dir prefixes every path the minion writes (cache, pki, logs).
+    fs::write(
+        etc.join("minion"),
+        format!(
+            "file_client: local\nroot_dir: {}\nfile_roots:\n  base:\n    - {}\n",
+            root.display(),
+            srv.display()
+        ),
+    )
+    .expect("minion config");
+    fs::write(srv.join("kfd.sls"), sls).expect("state file");
+    let out = Command::new("salt-call")
+        .args(["--local", "--retcode-passthrough", "--no-color"])
+        .arg("--config-dir")
+        .arg(&etc)
+        .args(["--log-level", "warning", "state.apply", "kfd"])
+        .output()
+        .expect("running salt-call");
+    (out.status.code().unwrap_or(-1), text(&out))
+}
+
+/// A `file.managed` state with `check_cmd: kfd validate`: Salt runs it on
+/// its temp file and writes the target only if it passes.
+fn salt_file(path: &Path, content: &str, kfd: &Path) -> String {
+    let indented: String = content.lines().map(|l| format!("        {l}\n")).collect();
+    format!(
+        "{}:\n  file.managed:\n    - mode: \"0644\"\n    - check_cmd: {} validate\n    - contents: |\n{indented}",
+        path.display(),
+        kfd.display()
+    )
+}
+
+#[test]
+fn salt_file_managed_with_check_cmd() {
+    let env = kfd_tests::test_env!();
+    if !have("salt-call", "salt, from PyPI") {
+        return;
+    }
+    let d = started(&env, &[]);
+    let kfd = kfd_bin();
+    let path = env.conf().join(FILE);
+    let (code, out) = salt(
+        &env,
+        &salt_file(
+            &path,
+            &env.blocklist_config(FN, &["198.51.100.0/24", "192.0.2.0/24"]),
+            &kfd,
+        ),
+    );
+    assert_eq!(code, 0, "{out}");
+    wait_deny(&env, &d, Some(&["192.0.2.0/24", "198.51.100.0/24"]));
+
+    // A new file: Salt creates it empty, then renames its temp over it.
+    let (code, out) = salt(
+        &env,
+        &salt_file(
+            &env.conf().join("20-salt.yaml"),
+            &counter_config(&env, "salted"),
+            &kfd,
+        ),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(20), || env.slots() == [FN, "salted"]),
+        "{:?}\n{}",
+        env.slots(),
+        d.log()
+    );
+    assert_eq!(env.deny_v4(FN), set(&["192.0.2.0/24", "198.51.100.0/24"]));
+
+    // A bad value: check_cmd refuses it, and the file never changes.
+    let before = fs::read_to_string(&path).expect("config");
+    let (code, out) = salt(
+        &env,
+        &salt_file(&path, &env.blocklist_config(FN, &["198.51.100.0/33"]), &kfd),
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("prefix length 33"), "{out}");
+    assert_eq!(fs::read_to_string(&path).expect("config"), before);
+    assert_eq!(env.deny_v4(FN), set(&["192.0.2.0/24", "198.51.100.0/24"]));
 }
 
 // ---------------------------------------------------------------------------

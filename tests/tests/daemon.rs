@@ -98,6 +98,49 @@ fn ready_follows_the_first_convergence_and_reload_and_stop_are_announced() {
 }
 
 #[test]
+fn a_first_pass_that_cannot_work_is_no_start() {
+    let env = kfd_tests::test_env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    // A root that is not on bpffs: no pass can ever work there.
+    let root = env.dir.join("not-bpffs");
+    let sock_path = env.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let out = Command::new(kfd_tests::kfd_bin())
+        .arg("--config-dir")
+        .arg(env.conf())
+        .arg("--bpffs")
+        .arg(&root)
+        .arg("--state-dir")
+        .arg(env.dir.join("state"))
+        .args(["run", "--metrics-address", "off", "--log-target", "stderr"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .output()
+        .expect("kfd run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "kfd: kfd run: the startup reconcile failed before changing anything: {} is not on a bpf filesystem",
+            root.display()
+        )),
+        "{stderr}"
+    );
+    // systemd hears why, and never READY=1: `systemctl start` fails.
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a notification");
+    let status = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        status.starts_with("STATUS=failed: reconcile #1 (startup): "),
+        "{status:?}"
+    );
+    assert!(sock.recv(&mut buf).is_err(), "more than one notification");
+}
+
+#[test]
 fn sighup_repairs_drift_at_once() {
     let env = kfd_tests::test_env!();
     env.write(
@@ -302,6 +345,13 @@ fn failures_back_off_and_are_retried_until_they_clear() {
     d.expect_log(0, "retrying in 100ms");
     d.expect_log(0, "retrying in 200ms");
     d.expect_log(0, "reconcile #3 (retry #2)");
+    // One vocabulary: the reason is the metric's label, the attempt its own field.
+    let log = d.log();
+    let retry = log
+        .lines()
+        .find(|l| l.contains("reconcile #3 (retry #2)"))
+        .unwrap_or_default();
+    assert!(retry.contains(r#" reason="retry" attempt=2 "#), "{retry}");
     // The foreign program goes away; no file changes, no resync: the retry converges.
     sh(&[
         "ip",
@@ -525,10 +575,13 @@ fn logs_go_to_journald_with_fields_under_systemd_and_to_stderr_without_it() {
         eprintln!("no journald to start: journald logging not checked");
         return;
     };
+    // Nothing live, so the startup pass below has actions to log.
+    let down = env.kfd(&["down"]);
+    assert_eq!(down.code, 0, "{down:?}");
     // As under systemd: stderr is a journal stream and $JOURNAL_STREAM
     // names it; systemd-cat execs the command on such a stream.
     let script = format!(
-        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec {} --config-dir {} --bpffs {} --state-dir {} run --metrics-address off --debounce 50ms",
+        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec {} --config-dir {} --bpffs {} --state-dir {} run --metrics-address off --debounce 50ms --log-level debug",
         kfd_tests::kfd_bin().display(),
         env.conf().display(),
         env.bpffs.display(),
@@ -573,5 +626,27 @@ fn logs_go_to_journald_with_fields_under_systemd_and_to_stderr_without_it() {
         field(&error, "MESSAGE").starts_with(&format!("{bad}:3:1: ")),
         "{error}"
     );
+    // Fields that do not apply are left out: a chain-level action names no
+    // function or map, and no field is ever empty.
+    let chain = find(&|e| field(e, "MESSAGE") == "create_chain (chain)")
+        .unwrap_or_else(|| panic!("no chain action in the journal: {:?}", journal(pid)));
+    assert_eq!(field(&chain, "KFD_INTERFACE"), env.if_b, "{chain}");
+    assert!(
+        chain.get("KFD_FUNCTION").is_none() && chain.get("KFD_MAP").is_none(),
+        "{chain}"
+    );
+    let load = find(&|e| field(e, "MESSAGE") == "load_function (revision_flip)")
+        .unwrap_or_else(|| panic!("no function action in the journal: {:?}", journal(pid)));
+    assert_eq!(field(&load, "KFD_FUNCTION"), FN, "{load}");
+    assert!(load.get("KFD_MAP").is_none(), "{load}");
+    for e in journal(pid) {
+        let empty: Vec<_> = e
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| k.starts_with("KFD_") && v.as_str() == Some(""))
+            .collect();
+        assert!(empty.is_empty(), "empty fields {empty:?} in {e}");
+    }
     drop(guard);
 }

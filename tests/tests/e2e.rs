@@ -500,3 +500,67 @@ fn an_incompatible_pinned_state_map_is_refused() {
         "previous chain still serving"
     );
 }
+
+#[test]
+fn read_only_commands_and_a_metrics_scrape_create_nothing() {
+    let env = kfd_tests::test_env!();
+    env.write(
+        "10-edge.yaml",
+        &chain_config(&env, &["203.0.113.0/24"], None, false),
+    );
+    let state = env.dir.join("state");
+    let nothing = |what: &str| {
+        assert!(
+            !env.bpffs.exists() && !state.exists(),
+            "{what} created {:?}",
+            [&env.bpffs, &state]
+                .iter()
+                .filter(|p| p.exists())
+                .flat_map(
+                    |p| std::iter::once(p.display().to_string()).chain(kfd_tests::pins_under(p))
+                )
+                .collect::<Vec<_>>()
+        )
+    };
+    nothing("the test");
+    // No root: nothing is live, which status and plan say.
+    let status = env.kfd(&["status", "--output", "json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(status.json()["chains"], serde_json::json!([]));
+    assert_eq!(env.kfd(&["status"]).stdout, "no chains\n");
+    nothing("kfd status");
+    let plan = env.kfd(&["plan"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("  + create chain (root program, chain maps)\n"),
+        "{plan:?}"
+    );
+    nothing("kfd plan");
+    let down = env.kfd(&["down"]);
+    assert_eq!(
+        (down.code, down.stdout.as_str()),
+        (0, "down: 0 chains removed\n"),
+        "{down:?}"
+    );
+    nothing("kfd down");
+
+    // A scrape of a daemon whose root is gone: no kernel series, no error,
+    // and the root stays gone.
+    env.remove("10-edge.yaml");
+    let d = env.daemon(&["--resync-interval", "0"]);
+    std::fs::remove_dir(&env.bpffs).expect("the daemon's (empty) root");
+    let state_before = kfd_tests::pins_under(&state);
+    let metrics = d.scrape();
+    assert!(
+        metrics.contains("\nkfd_scrape_errors_total 0\n"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("kfd_chain_attached{"), "{metrics}");
+    assert!(!env.bpffs.exists(), "a scrape created the root");
+    assert_eq!(
+        kfd_tests::pins_under(&state),
+        state_before,
+        "a scrape wrote state"
+    );
+}

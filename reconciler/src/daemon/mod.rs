@@ -18,7 +18,10 @@
 //! nothing happens except the resync timer.
 //!
 //! systemd learns READY=1 after the first pass, STATUS= after each, and
-//! RELOADING=1/READY=1 around a SIGHUP pass.
+//! RELOADING=1/READY=1 around a SIGHUP pass. A first pass that cannot work
+//! at all (bpffs, the state dir or live state unusable) is no start: kfd
+//! exits 1 instead of reporting ready, so `systemctl start` fails and says
+//! why. Later failures are retried, since kfd has shown it can work.
 
 pub mod debounce;
 mod http;
@@ -110,6 +113,9 @@ pub enum DaemonError {
     /// `$NOTIFY_SOCKET` is unusable.
     #[error(transparent)]
     Notify(#[from] NotifyError),
+    /// The startup pass could not work at all.
+    #[error("the startup reconcile failed before changing anything: {0}")]
+    Startup(String),
 }
 
 /// The retry delay after `attempt` consecutive failures (1-based).
@@ -283,7 +289,7 @@ impl Daemon {
                 _ = sleep_until(self.resync_at), if quiet => self.start_pass(Trigger::Resync),
                 done = join(&mut self.in_flight) => {
                     self.in_flight = None;
-                    self.finish_pass(done);
+                    self.finish_pass(done)?;
                 }
             }
         };
@@ -327,20 +333,28 @@ impl Daemon {
         }));
     }
 
-    fn finish_pass(&mut self, done: Result<Outcome, JoinError>) {
+    fn finish_pass(&mut self, done: Result<Outcome, JoinError>) -> Result<(), DaemonError> {
         let outcome = match done {
             Ok(o) => o,
             Err(e) => {
                 error!(error = %e, "the reconcile pass panicked");
+                let status = format!("failed: reconcile #{} panicked", self.seq);
                 Outcome {
                     retry: true,
-                    status: format!("reconcile #{} panicked", self.seq),
+                    unusable: Some(status.clone()),
+                    status,
                     links: None,
                     netns_dirs: None,
                     reported: Reported::default(),
                 }
             }
         };
+        if !self.ready
+            && let Some(error) = outcome.unusable
+        {
+            self.notify(&[("STATUS", &outcome.status)]);
+            return Err(DaemonError::Startup(error));
+        }
         self.reported = outcome.reported;
         // Namespace dirs first, then links: a namespace created after the
         // dir is watched is an event, one created before is found by
@@ -390,6 +404,7 @@ impl Daemon {
         } else {
             self.notify(&[("STATUS", status)]);
         }
+        Ok(())
     }
 }
 

@@ -37,7 +37,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    /// A short label for metrics.
+    /// A short label: the metric's `reason` label and the log's `reason`
+    /// field.
     pub fn label(&self) -> &'static str {
         match self {
             Trigger::Startup => "startup",
@@ -48,6 +49,14 @@ impl Trigger {
             Trigger::Sighup => "sighup",
             Trigger::Resync => "resync",
             Trigger::Retry(_) => "retry",
+        }
+    }
+
+    /// The attempt number of a retry (the log's `attempt` field).
+    pub fn attempt(&self) -> Option<u32> {
+        match self {
+            Trigger::Retry(n) => Some(*n),
+            _ => None,
         }
     }
 }
@@ -76,6 +85,10 @@ pub struct Outcome {
     /// back-off. Chains waiting for their interface are not retried; link
     /// events wake them.
     pub retry: bool,
+    /// The pass could not work at all, for a reason outside the config
+    /// (bpffs, the state dir, reading live state): the error. At startup
+    /// this stops the daemon instead of reporting it ready.
+    pub unusable: Option<String>,
     /// One line for systemd's STATUS=.
     pub status: String,
     /// Interfaces to watch, when the pass read them.
@@ -141,12 +154,21 @@ pub fn run(inst: &Instance, trigger: &Trigger, seq: u64, previous: Reported) -> 
             if previous.0.contains(&text) {
                 debug!(error = %e, "reconcile failed again");
             } else {
-                error!(reason = %reason, error = %e, "reconcile failed before changing anything");
+                error!(
+                    reason = trigger.label(),
+                    attempt = trigger.attempt(),
+                    error = %e,
+                    "reconcile failed before changing anything"
+                );
             }
+            // A config dir that cannot be read is the config's problem, like
+            // a bad file; anything else is the machine's.
+            let unusable = (!matches!(e, ReconcileError::Config(_))).then(|| text.clone());
             reported.0.insert(text);
             info!(
                 seq,
-                reason = %reason,
+                reason = trigger.label(),
+                attempt = trigger.attempt(),
                 result = "failure",
                 duration_ms = ms(duration),
                 "reconcile #{seq} ({reason}): failed before changing anything: {e}"
@@ -159,7 +181,8 @@ pub fn run(inst: &Instance, trigger: &Trigger, seq: u64, previous: Reported) -> 
             });
             Outcome {
                 retry: true,
-                status: format!("reconcile #{seq} failed: {e}"),
+                unusable,
+                status: format!("failed: reconcile #{seq} ({reason}): {e}"),
                 links: None,
                 netns_dirs: None,
                 reported,
@@ -235,7 +258,8 @@ fn report(
     let mut waiting = Vec::new();
     let mut converged_chains = 0;
     for c in &report.chains {
-        let netns = c.key.netns.as_deref().unwrap_or("");
+        // Fields that do not apply are left out (no empty KFD_NETNS=).
+        let netns = c.key.netns.as_deref();
         let result = match (&c.error, blocked.get(&c.key)) {
             (None, _) => ChainResult::Converged,
             (Some(_), Some(Blocked::InterfaceMissing)) => ChainResult::WaitingForInterface,
@@ -291,8 +315,8 @@ fn report(
             ChainResult::Failed(e) => {
                 failing.push(c.key.to_string());
                 let function = match e {
-                    ApplyError::Function { function, .. } => function.as_str(),
-                    _ => "",
+                    ApplyError::Function { function, .. } => Some(function.as_str()),
+                    _ => None,
                 };
                 problem(format!("{}: {e}", c.key), &|| {
                     error!(
@@ -380,7 +404,8 @@ fn report(
     };
     info!(
         seq,
-        reason = %reason,
+        reason = trigger.label(),
+        attempt = trigger.attempt(),
         result = if success { "success" } else { "failure" },
         duration_ms = ms(duration),
         lock_wait_ms = ms(lock_wait),
@@ -451,6 +476,7 @@ fn report(
         // Objects and the store can come right without a config event (an
         // upgrade finishing, space freed): retry those too.
         retry: !failing.is_empty() || store_error.is_some() || g.config.object_errors > 0,
+        unusable: None,
         status,
         links: Some(links),
         netns_dirs: Some(netns_dirs),
@@ -458,17 +484,27 @@ fn report(
     }
 }
 
-/// The function and map an action is about, for log fields.
-fn action_subject(a: &Action) -> (&str, &str) {
+/// The function and map an action is about, for log fields: chain-level
+/// actions have neither.
+fn action_subject(a: &Action) -> (Option<&str>, Option<&str>) {
     match a {
         Action::LoadFunction { function, .. }
         | Action::ReplaceSlot { function, .. }
         | Action::UnloadFunction { function }
-        | Action::RecoverFunction { function } => (function, ""),
+        | Action::RecoverFunction { function }
+        | Action::RecordOrigin { function } => (Some(function), None),
         Action::ManageMap { function, map }
         | Action::UpdateEntries { function, map, .. }
-        | Action::UnmanageMap { function, map, .. } => (function, map),
-        _ => ("", ""),
+        | Action::SwapMap { function, map, .. }
+        | Action::UnmanageMap { function, map, .. } => (Some(function), Some(map)),
+        // Listed one by one: a new action must say what it is about.
+        Action::ResetChain
+        | Action::CreateChain
+        | Action::SetRevision { .. }
+        | Action::Attach { .. }
+        | Action::ClearRevision { .. }
+        | Action::DestroyChain
+        | Action::RemoveLeftover { .. } => (None, None),
     }
 }
 
@@ -483,7 +519,11 @@ mod tests {
         let t = Trigger::Events(b);
         assert_eq!(t.label(), "file");
         assert_eq!(t.to_string(), "file change: 10-a.yaml");
+        assert_eq!(t.attempt(), None);
+        // One vocabulary: the label is the metric's, the number its own field.
         assert_eq!(Trigger::Retry(3).to_string(), "retry #3");
+        assert_eq!(Trigger::Retry(3).label(), "retry");
+        assert_eq!(Trigger::Retry(3).attempt(), Some(3));
         assert_eq!(Trigger::Sighup.label(), "sighup");
     }
 }

@@ -33,6 +33,18 @@ pub enum BpffsError {
         #[source]
         source: io::Error,
     },
+    /// kfd cannot write under its root (a read-only mount, as systemd's
+    /// sandboxing makes /sys unless the unit says otherwise).
+    #[error("{path} is not writable: {source}{hint}")]
+    NotWritable {
+        /// The root.
+        path: PathBuf,
+        /// What access(2) said.
+        #[source]
+        source: io::Error,
+        /// What to do about it, when known.
+        hint: &'static str,
+    },
     /// A filesystem operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -64,8 +76,9 @@ pub fn is_bpffs(path: &Path) -> bool {
     statfs_magic(path).is_ok_and(|m| m == BPF_FS_MAGIC)
 }
 
-/// Makes sure `root` exists on bpffs: mounts bpffs at /sys/fs/bpf when
-/// `root` lives under it and nothing is mounted there yet, then creates `root`.
+/// Makes sure `root` exists on bpffs and kfd can write under it: mounts
+/// bpffs at /sys/fs/bpf when `root` lives under it and nothing is mounted
+/// there yet, then creates `root`.
 pub fn ensure_root(root: &Path) -> Result<(), BpffsError> {
     let mount_point = Path::new(DEFAULT_MOUNT);
     if root.starts_with(mount_point) && !is_bpffs(mount_point) {
@@ -76,6 +89,30 @@ pub fn ensure_root(root: &Path) -> Result<(), BpffsError> {
         return Err(BpffsError::NotBpffs {
             path: root.to_owned(),
         });
+    }
+    // An existing root on a read-only mount would otherwise fail only at
+    // the first pin, as a failure of every chain.
+    if let Err(source) = access_writable(root) {
+        let hint = if source.raw_os_error() == Some(libc::EROFS) {
+            " (under systemd, the unit's ReadWritePaths= must name the bpffs root)"
+        } else {
+            ""
+        };
+        return Err(BpffsError::NotWritable {
+            path: root.to_owned(),
+            source,
+            hint,
+        });
+    }
+    Ok(())
+}
+
+fn access_writable(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: a valid C string; access(2) only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
