@@ -160,7 +160,10 @@ fn killed_at(point: &str) {
     // Attaching happens one way only (A → B creates the TC chain, B → A
     // destroys it); every other failpoint is reached both ways.
     let both = if point.ends_with("-attach") { 1 } else { 2 };
-    assert_eq!(killed, both, "{point} was reached in {killed} of the 2 directions");
+    assert_eq!(
+        killed, both,
+        "{point} was reached in {killed} of the 2 directions"
+    );
     flow.assert_nothing_lost(&format!("killed at {point}"));
     eprintln!("killed at {point} in {killed} of 2 directions, recovered each time");
 }

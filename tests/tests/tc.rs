@@ -456,7 +456,8 @@ fn the_clsact_fallback_attaches_drops_and_cleans_up_after_itself() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(rx.count(DENIED), 5, "dropped again");
 
-    // A move to TCX adds the link before removing the filter.
+    // Dropping the setting means auto again, which is TCX on this kernel:
+    // the move adds the link before removing the filter.
     env.write(
         "10.yaml",
         &chain(
@@ -464,9 +465,14 @@ fn the_clsact_fallback_attaches_drops_and_cleans_up_after_itself() {
             &env.ns_b,
             &env.if_b,
             "tc-ingress",
-            "tc_attach: tcx",
+            "",
             &[("bl", 10, "{builtin: blocklist}".into(), DENY)],
         ),
+    );
+    assert_eq!(
+        env.kfd(&["plan"]).code,
+        2,
+        "back to auto is a pending move to TCX"
     );
     env.apply();
     assert_eq!(env.status()["chains"][0]["mode"], "tcx");

@@ -436,7 +436,10 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &PlanOptions
                 observed
                     .interfaces
                     .get(&(key.netns.clone(), key.interface.clone())),
-                desired.incomplete,
+                Facts {
+                    incomplete: desired.incomplete,
+                    tcx: observed.tcx,
+                },
                 opts,
             );
             (!plan.actions.is_empty() || plan.blocked.is_some()).then_some(plan)
@@ -445,12 +448,21 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &PlanOptions
     Plan { chains }
 }
 
+/// What the planner knows beyond the chain itself.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    /// Some file's content is unknown (its chain settings too).
+    incomplete: bool,
+    /// The kernel has TCX.
+    tcx: bool,
+}
+
 fn plan_chain(
     key: &ChainKey,
     desired: Option<&DesiredChain>,
     observed: Option<&ObservedChain>,
     iface: Option<&InterfaceState>,
-    incomplete: bool,
+    facts: Facts,
     opts: &PlanOptions,
 ) -> ChainPlan {
     let mut out = ChainPlan {
@@ -717,9 +729,10 @@ fn plan_chain(
             let ok = match tc.attach {
                 TcAttach::Tcx => link_ok && obs.tc_filter.is_none(),
                 TcAttach::Clsact => filter_ok && obs.link.is_none(),
-                TcAttach::Auto => {
-                    (link_ok && obs.tc_filter.is_none()) || (filter_ok && obs.link.is_none())
-                }
+                // Auto means TCX where the kernel has it: a chain left on
+                // clsact (its config said so before) moves.
+                TcAttach::Auto if facts.tcx => link_ok && obs.tc_filter.is_none(),
+                TcAttach::Auto => filter_ok && obs.link.is_none(),
             };
             (
                 ok,
@@ -733,8 +746,8 @@ fn plan_chain(
     };
     // While some file's content is unknown, so are the chain settings it
     // may have made: a chain that is attached at all stays as attached.
-    let keep_attachment =
-        incomplete && (link_ok || obs.tc_filter.is_some_and(|f| f.prog_id == obs.root_prog_id));
+    let keep_attachment = facts.incomplete
+        && (link_ok || obs.tc_filter.is_some_and(|f| f.prog_id == obs.root_prog_id));
     if creating || (!attached_ok && !keep_attachment) {
         out.actions.push(Action::Attach {
             target,

@@ -151,7 +151,10 @@ fn present(xdp: Vec<(XdpMode, u32)>) -> InterfaceState {
 }
 
 fn no_chains_iface_up() -> ObservedState {
-    let mut o = ObservedState::default();
+    let mut o = ObservedState {
+        tcx: true,
+        ..ObservedState::default()
+    };
     o.interfaces.insert((None, "eth0".into()), present(vec![]));
     o
 }
@@ -403,10 +406,10 @@ pub(crate) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) ->
                             );
                         }
                         AttachTarget::Tc {
-                            attach: TcAttach::Clsact,
-                            priority,
-                            ..
-                        } => {
+                            attach, priority, ..
+                        } if *attach == TcAttach::Clsact
+                            || (*attach == TcAttach::Auto && !before.tcx) =>
+                        {
                             c.link = None;
                             c.tc_filter = Some(ObservedFilter {
                                 priority: *priority,
@@ -1273,10 +1276,18 @@ fn tc_chains_attach_once_and_coexist_with_other_programs() {
         &tc_desired(TcAttach::Clsact),
         &o,
     );
-    assert!(
-        run(&tc_desired(TcAttach::Auto), &on_clsact).in_sync(),
-        "auto accepts clsact"
+    // Auto is TCX on a kernel that has it (a chain left on clsact moves),
+    // clsact on one that has not.
+    assert_eq!(
+        names(&run(&tc_desired(TcAttach::Auto), &on_clsact)),
+        ["attach tc auto prio 1 replace=true"]
     );
+    assert_converges(&tc_desired(TcAttach::Auto), &on_clsact);
+    let old_kernel = ObservedState {
+        tcx: false,
+        ..on_clsact.clone()
+    };
+    assert!(run(&tc_desired(TcAttach::Auto), &old_kernel).in_sync());
     assert_eq!(
         names(&run(&tc_desired(TcAttach::Tcx), &on_clsact)),
         ["attach tc tcx prio 1 replace=true"]

@@ -63,7 +63,10 @@ pub fn observe<'a>(
     layout: &Layout,
     also: impl IntoIterator<Item = &'a ChainKey>,
 ) -> Result<ObservedState, StateError> {
-    let mut state = ObservedState::default();
+    let mut state = ObservedState {
+        tcx: sys::kernel_release().is_some_and(|v| v >= (6, 6)),
+        ..ObservedState::default()
+    };
     for name in bpffs::list(layout.root())? {
         let Some(key) = parse_chain_dir_name(&name) else {
             continue;

@@ -18,6 +18,9 @@ pub struct ObservedState {
     /// Chains whose pins could not be read, with the error: kfd leaves them
     /// exactly as they are (the error is theirs alone) and retries.
     pub unreadable: BTreeMap<ChainKey, String>,
+    /// Whether the kernel has TCX (6.6+): where it does, `tc_attach: auto`
+    /// means a TCX link.
+    pub tcx: bool,
 }
 
 /// An interface, as its namespace sees it.
