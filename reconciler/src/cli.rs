@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use reconciler::config::error::Escaped;
 use reconciler::config::{self, DEFAULT_MAX_FILE_SIZE, ReadRules};
 use reconciler::layout::Layout;
 use reconciler::model::Hook;
@@ -137,7 +138,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kfd: {e:#}");
+            eprintln!("kfd: {}", Escaped(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -259,12 +260,12 @@ fn config_diff(g: &Gathered) -> String {
             .context_radius(3)
             .header(
                 &if g.snapshot.get(name).is_some() {
-                    format!("a/{name}")
+                    format!("a/{}", Escaped(name))
                 } else {
                     "/dev/null".into()
                 },
                 &if g.config.current.contains_key(name) {
-                    format!("b/{name}")
+                    format!("b/{}", Escaped(name))
                 } else {
                     "/dev/null".into()
                 },
@@ -278,8 +279,9 @@ fn config_diff(g: &Gathered) -> String {
         }
         if lines.len() > MAX_LINES {
             out.push_str(&format!(
-                "… {} more diff lines for {name}\n",
-                lines.len() - MAX_LINES
+                "… {} more diff lines for {}\n",
+                lines.len() - MAX_LINES,
+                Escaped(name)
             ));
         }
     }
@@ -292,12 +294,14 @@ fn print_config_errors(g: &Gathered) {
     }
     for (name, st) in &g.config.files {
         match st {
-            config::FileStatus::KeptLastGood => {
-                eprintln!("kfd: {name}: invalid; its last good version stays in force")
-            }
-            config::FileStatus::Rejected => {
-                eprintln!("kfd: {name}: invalid and never applied; it contributes nothing")
-            }
+            config::FileStatus::KeptLastGood => eprintln!(
+                "kfd: {}: invalid; its last good version stays in force",
+                Escaped(name)
+            ),
+            config::FileStatus::Rejected => eprintln!(
+                "kfd: {}: invalid and never applied; it contributes nothing",
+                Escaped(name)
+            ),
             config::FileStatus::Valid => {}
         }
     }
@@ -382,7 +386,7 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
                         if c.entries_written == 1 { "y" } else { "ies" },
                         secs(c.elapsed)
                     ),
-                    Some(e) => eprintln!("kfd: {}: {e:#}", c.key),
+                    Some(e) => eprintln!("kfd: {}: {}", c.key, Escaped(&format!("{e:#}"))),
                 }
             }
             println!(
@@ -483,7 +487,7 @@ fn down(
                 removed += 1;
             }
             Err(e) => {
-                eprintln!("kfd: {key}: {e:#}");
+                eprintln!("kfd: {key}: {}", Escaped(&format!("{e:#}")));
                 failed = true;
             }
         }

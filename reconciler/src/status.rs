@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::config::error::Escaped;
 use crate::kernel::map::ByteMap;
 use crate::kernel::xdp::prog_name;
 use crate::layout::{FnPaths, Layout};
@@ -213,11 +214,11 @@ pub fn render_text(chains: &[ChainStatus]) -> String {
         let _ = writeln!(
             out,
             "{} {}{}: {} (revision {})",
-            c.interface,
+            Escaped(&c.interface),
             c.hook,
             c.netns
                 .as_ref()
-                .map(|n| format!(" (netns {n})"))
+                .map(|n| format!(" (netns {})", Escaped(n)))
                 .unwrap_or_default(),
             match &c.mode {
                 Some(m) => match c.priority {

@@ -27,9 +27,20 @@ impl fmt::Display for ConfigError {
             None => format!("{}: {}", self.file, self.kind),
         };
         // One error, one line, whatever a file name, key or tag holds (YAML
-        // decodes `%0A` in a tag, and quoted keys may hold any character):
-        // control characters print escaped.
-        for c in text.chars() {
+        // decodes `%0A` in a tag, and quoted keys may hold any character).
+        write!(f, "{}", Escaped(&text))
+    }
+}
+
+/// Text with its control characters escaped (`\n`, `\u{1b}`): a name that
+/// comes from config or from the kernel (a file, an interface, a
+/// namespace) then prints on one line and cannot drive a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
             if c.is_control() {
                 write!(f, "{}", c.escape_default())?;
             } else {
@@ -327,4 +338,18 @@ pub enum ErrorKind {
         /// The function after it.
         next: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_text_stays_on_one_line() {
+        assert_eq!(
+            Escaped("a\nb\tc\u{7f}d\u{1b}é").to_string(),
+            "a\\nb\\tc\\u{7f}d\\u{1b}é"
+        );
+        assert_eq!(Escaped("plain eth0").to_string(), "plain eth0");
+    }
 }

@@ -11,6 +11,8 @@ use std::io;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
+use crate::config::error::Escaped;
+
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
@@ -18,7 +20,7 @@ pub const NETNS_RUN_DIR: &str = "/run/netns";
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     /// The namespace file could not be opened (the namespace does not exist).
-    #[error("network namespace {path}: {source}")]
+    #[error("network namespace {}: {source}", shown(.path))]
     Open {
         /// Its path.
         path: PathBuf,
@@ -27,7 +29,7 @@ pub enum NetnsError {
         source: io::Error,
     },
     /// setns failed.
-    #[error("entering network namespace {path}: {source}")]
+    #[error("entering network namespace {}: {source}", shown(.path))]
     Enter {
         /// Its path.
         path: PathBuf,
@@ -36,11 +38,16 @@ pub enum NetnsError {
         source: io::Error,
     },
     /// The worker thread panicked.
-    #[error("the thread working in network namespace {path} panicked")]
+    #[error("the thread working in network namespace {} panicked", shown(.path))]
     Panicked {
         /// Its path.
         path: PathBuf,
     },
+}
+
+/// A path for a message: on one line whatever it holds.
+fn shown(path: &Path) -> String {
+    Escaped(&path.to_string_lossy()).to_string()
 }
 
 /// The file of a namespace given as a name (under /run/netns) or an absolute path.
