@@ -424,6 +424,76 @@ fn metrics_count_packets_and_maps_and_pass_promtool() {
     );
 }
 
+#[test]
+fn a_scrape_is_answered_behind_idle_and_dripping_clients() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = kfd_tests::test_env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    // kfd in the sender's namespace: these clients stay on its loopback.
+    let d = env.daemon_in_sender_netns(&["--resync-interval", "0"]);
+    // Clients that connect and never say a word...
+    let idle: Vec<_> = (0..64).map(|_| d.connect_metrics()).collect();
+    // ...and clients that drip a request head, a byte every 50 ms, never ending it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let drips: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = d.connect_metrics();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+                let bytes = head.iter().chain(std::iter::repeat(&b'z'));
+                for b in bytes {
+                    if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        })
+        .collect();
+    // Each scrape gets a few seconds: a liveness bound (Prometheus waits
+    // 10 s), not a performance figure. Before, the first 8 idle clients held
+    // every slot for 10 s and a scrape waited in the backlog behind them.
+    for round in 0..3 {
+        let mut s = d.connect_metrics();
+        let bound = Some(Duration::from_secs(3));
+        s.set_read_timeout(bound).expect("timeout");
+        s.set_write_timeout(bound).expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: kfd\r\n\r\n")
+            .expect("request");
+        let mut out = String::new();
+        let read = s.read_to_string(&mut out);
+        assert!(
+            read.is_ok() && out.starts_with("HTTP/1.1 200 OK") && out.contains("kfd_build_info"),
+            "scrape {round} behind 64 idle and 4 dripping clients: {read:?} {out:?}"
+        );
+    }
+    // The idle clients are let go: each is answered (408) or closed.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut out = Vec::new();
+        let read = s.read_to_end(&mut out);
+        assert!(
+            read.is_ok()
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "an idle client is still held: {read:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in drips {
+        t.join().expect("drip thread");
+    }
+    assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]));
+}
+
 /// journald started for a test when none runs; stopped and its files
 /// removed on drop.
 struct Journald {
