@@ -117,6 +117,14 @@ pub enum ErrorKind {
         /// The function.
         function: String,
     },
+    /// An interface name Linux can never create.
+    #[error("interface {name:?} can never exist: {reason}")]
+    ImpossibleInterface {
+        /// The name.
+        name: String,
+        /// What Linux refuses in it.
+        reason: String,
+    },
     /// Both or neither of `builtin`/`object`.
     #[error("program: give exactly one of `builtin` or `object`")]
     ProgramChoice,

@@ -191,11 +191,61 @@ fn str_of<'n>(node: &'n Node<'_>, key: &str) -> Option<&'n str> {
     node.get(key).and_then(Node::as_str)
 }
 
+/// Longest interface name Linux takes, in bytes (`IFNAMSIZ` - 1).
+const MAX_INTERFACE_BYTES: usize = 15;
+
+/// Why Linux can never create an interface of this name (its
+/// `dev_valid_name`), if it cannot: a chain on it would wait forever.
+fn impossible_interface(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Some(format!("Linux refuses {name:?} as a name"));
+    }
+    if name.len() > MAX_INTERFACE_BYTES {
+        return Some(format!(
+            "it is {} bytes long, and Linux takes at most {MAX_INTERFACE_BYTES}",
+            name.len()
+        ));
+    }
+    // isspace() in the kernel: the ASCII ones only.
+    let refused = |c: char| {
+        matches!(
+            c,
+            '/' | ':' | '\0' | ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r'
+        )
+    };
+    name.chars()
+        .find(|c| refused(*c))
+        .map(|c| format!("Linux refuses {c:?} in a name"))
+}
+
+/// The interface `node` names, or None (reported) when it is not a name
+/// Linux could ever give an interface.
+fn interface_name<'n>(ctx: &mut Ctx<'_>, node: &'n Node<'_>) -> Option<&'n str> {
+    let name = node.as_str()?;
+    match impossible_interface(name) {
+        None => Some(name),
+        Some(reason) => {
+            ctx.err(
+                node.mark,
+                ErrorKind::ImpossibleInterface {
+                    name: name.to_owned(),
+                    reason,
+                },
+            );
+            None
+        }
+    }
+}
+
 fn chain_setting(ctx: &mut Ctx<'_>, c: &Node<'_>) -> Option<ChainSetting> {
     let hook = Hook::parse(str_of(c, "hook")?)?;
+    let interface = interface_name(ctx, c.get("interface")?)?;
     let key = ChainKey {
         netns: str_of(c, "netns").map(str::to_owned),
-        interface: str_of(c, "interface")?.to_owned(),
+        interface: interface.to_owned(),
         hook,
     };
     let xdp_mode = match str_of(c, "xdp_mode") {
@@ -272,14 +322,9 @@ fn function(
     else {
         return Vec::new(); // the schema reported it
     };
-    let interfaces: Vec<&str> = match (f.get("interface"), f.get("interfaces")) {
-        (Some(i), None) => i.as_str().into_iter().collect(),
-        (None, Some(list)) => list
-            .as_sequence()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Node::as_str)
-            .collect(),
+    let interfaces: Vec<&Node<'_>> = match (f.get("interface"), f.get("interfaces")) {
+        (Some(i), None) => vec![i],
+        (None, Some(list)) => list.as_sequence().unwrap_or_default().iter().collect(),
         _ => {
             ctx.err(
                 f.mark,
@@ -289,6 +334,13 @@ fn function(
             );
             return Vec::new();
         }
+    };
+    let interfaces: Vec<Option<&str>> = interfaces
+        .into_iter()
+        .map(|i| interface_name(ctx, i))
+        .collect();
+    let Some(interfaces) = interfaces.into_iter().collect::<Option<Vec<&str>>>() else {
+        return Vec::new();
     };
     let priority = match f
         .get("priority")
@@ -885,4 +937,43 @@ fn map_entries(
             value: vdec,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_linux_cannot_create_are_named() {
+        for ok in [
+            "eth0",
+            "veth-a.100",
+            "é",
+            "ab\u{1}c",
+            "abcdefghijklmno",
+            "...",
+        ] {
+            assert_eq!(impossible_interface(ok), None, "{ok:?}");
+        }
+        for (name, why) in [
+            ("", "it is empty"),
+            (".", "Linux refuses \".\" as a name"),
+            ("..", "Linux refuses \"..\" as a name"),
+            (
+                "abcdefghijklmnop",
+                "it is 16 bytes long, and Linux takes at most 15",
+            ),
+            (
+                "éééééééé",
+                "it is 16 bytes long, and Linux takes at most 15",
+            ),
+            ("a/b", "Linux refuses '/' in a name"),
+            ("a:1", "Linux refuses ':' in a name"),
+            ("a b", "Linux refuses ' ' in a name"),
+            ("a\u{b}b", "Linux refuses '\\u{b}' in a name"),
+            ("a\0b", "Linux refuses '\\0' in a name"),
+        ] {
+            assert_eq!(impossible_interface(name).as_deref(), Some(why), "{name:?}");
+        }
+    }
 }
