@@ -117,6 +117,16 @@ pub enum ErrorKind {
         /// The function.
         function: String,
     },
+    /// An integer setting written as a float (`1e3`, `10.0`).
+    #[error("{field}: {text} is a float, not an integer (write {integer})")]
+    FloatForInteger {
+        /// The setting.
+        field: String,
+        /// As written.
+        text: String,
+        /// The integer it equals (the schema allows only whole numbers here).
+        integer: i128,
+    },
     /// An interface name Linux can never create.
     #[error("interface {name:?} can never exist: {reason}")]
     ImpossibleInterface {

@@ -191,6 +191,34 @@ fn str_of<'n>(node: &'n Node<'_>, key: &str) -> Option<&'n str> {
     node.get(key).and_then(Node::as_str)
 }
 
+/// The integer field `key` of `node`: Some(None) when absent, None when
+/// written as a float (reported). JSON Schema counts `10.0` and `1e3` as
+/// integers, so they pass the schema's type and range checks, but YAML
+/// reads them as floats; they must not fall back to a default unnoticed.
+fn integer_field(ctx: &mut Ctx<'_>, node: &Node<'_>, key: &str) -> Option<Option<i128>> {
+    let Some(field) = node.get(key) else {
+        return Some(None);
+    };
+    let Some(scalar) = field.as_scalar() else {
+        return Some(None); // not a scalar: the schema reported it
+    };
+    match scalar.resolve() {
+        Resolved::Int(i) => Some(Some(i)),
+        Resolved::Float(f) => {
+            ctx.err(
+                field.mark,
+                ErrorKind::FloatForInteger {
+                    field: key.to_owned(),
+                    text: scalar.text.to_string(),
+                    integer: f as i128,
+                },
+            );
+            None
+        }
+        _ => Some(None),
+    }
+}
+
 /// Longest interface name Linux takes, in bytes (`IFNAMSIZ` - 1).
 const MAX_INTERFACE_BYTES: usize = 15;
 
@@ -295,14 +323,8 @@ fn chain_setting(ctx: &mut Ctx<'_>, c: &Node<'_>) -> Option<ChainSetting> {
         _ => TcAttach::Auto,
     });
     let tc_first = str_of(c, "tc_position").map(|p| p != "last");
-    let tc_priority = match c
-        .get("tc_priority")
-        .and_then(Node::as_scalar)
-        .map(|s| s.resolve())
-    {
-        Some(Resolved::Int(p)) => u16::try_from(p).ok(),
-        _ => None,
-    };
+    // The schema checked the range.
+    let tc_priority = integer_field(ctx, c, "tc_priority")?.and_then(|p| u16::try_from(p).ok());
     Some(ChainSetting {
         key,
         xdp_mode,
@@ -342,14 +364,11 @@ fn function(
     let Some(interfaces) = interfaces.into_iter().collect::<Option<Vec<&str>>>() else {
         return Vec::new();
     };
-    let priority = match f
-        .get("priority")
-        .and_then(|p| p.as_scalar())
-        .map(|s| s.resolve())
-    {
-        Some(Resolved::Int(p)) => p as u32,
-        _ => DEFAULT_PRIORITY,
+    // The schema checked the range.
+    let Some(priority) = integer_field(ctx, f, "priority") else {
+        return Vec::new();
     };
+    let priority = priority.map_or(DEFAULT_PRIORITY, |p| p as u32);
     let Some(program_node) = f.get("program") else {
         return Vec::new();
     };
