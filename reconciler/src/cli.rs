@@ -483,6 +483,14 @@ fn down(
     hook: &Option<String>,
     netns: &Option<String>,
 ) -> Result<ExitCode> {
+    // Any spelling of a namespace names its chains, as in config.
+    let normal = |n: &str| kernel::netns::normalise(n).ok();
+    let netns = match netns {
+        Some(n) => {
+            Some(kernel::netns::normalise(n).with_context(|| format!("--netns {}", Escaped(n)))?)
+        }
+        None => None,
+    };
     let _lock = lock(inst, true)?;
     let observed = state::observe(&inst.layout, []).context("reading live state")?;
     let hook = hook.as_deref().and_then(Hook::parse);
@@ -493,7 +501,7 @@ fn down(
             || hook.is_some_and(|h| h != key.hook)
             || netns
                 .as_ref()
-                .is_some_and(|n| key.netns.as_ref() != Some(n))
+                .is_some_and(|n| key.netns.as_deref().and_then(normal).as_ref() != Some(n))
         {
             continue;
         }

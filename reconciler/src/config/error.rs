@@ -6,6 +6,7 @@ use std::fmt;
 use super::files::FileError;
 use super::yaml::{Mark, YamlError};
 use crate::btf::{EncodeError, ObjectError};
+use crate::kernel::netns::NetnsNameError;
 use crate::model::Source;
 
 /// One problem in one config file.
@@ -126,6 +127,15 @@ pub enum ErrorKind {
         text: String,
         /// The integer it equals (the schema allows only whole numbers here).
         integer: i128,
+    },
+    /// A `netns:` that can name no namespace.
+    #[error("netns {netns:?}: {reason}")]
+    BadNetns {
+        /// As written.
+        netns: String,
+        /// Why not.
+        #[source]
+        reason: NetnsNameError,
     },
     /// An interface name Linux can never create.
     #[error("interface {name:?} can never exist: {reason}")]

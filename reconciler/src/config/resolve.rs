@@ -18,6 +18,7 @@ use crate::btf::{Decoder, Encoder, MapDef, ObjectInfo};
 use crate::builtin::{self, ObjectKind, shape_of_def};
 use crate::desired::{DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin};
 use crate::entries::EntrySet;
+use crate::kernel::netns;
 use crate::layout::CHAIN_MAPS;
 use crate::model::{ChainKey, Digest, Hook, Source, TcAttach, UpdateMode, XdpMode, map_type};
 
@@ -219,6 +220,28 @@ fn integer_field(ctx: &mut Ctx<'_>, node: &Node<'_>, key: &str) -> Option<Option
     }
 }
 
+/// The `netns:` of `node` in its one spelling ([`netns::normalise`]):
+/// Some(None) when absent, None when it can name no namespace (reported).
+fn netns_of(ctx: &mut Ctx<'_>, node: &Node<'_>) -> Option<Option<String>> {
+    let Some(field) = node.get("netns") else {
+        return Some(None);
+    };
+    let written = field.as_str()?;
+    match netns::normalise(written) {
+        Ok(n) => Some(Some(n)),
+        Err(reason) => {
+            ctx.err(
+                field.mark,
+                ErrorKind::BadNetns {
+                    netns: written.to_owned(),
+                    reason,
+                },
+            );
+            None
+        }
+    }
+}
+
 /// Longest interface name Linux takes, in bytes (`IFNAMSIZ` - 1).
 const MAX_INTERFACE_BYTES: usize = 15;
 
@@ -272,7 +295,7 @@ fn chain_setting(ctx: &mut Ctx<'_>, c: &Node<'_>) -> Option<ChainSetting> {
     let hook = Hook::parse(str_of(c, "hook")?)?;
     let interface = interface_name(ctx, c.get("interface")?)?;
     let key = ChainKey {
-        netns: str_of(c, "netns").map(str::to_owned),
+        netns: netns_of(ctx, c)?,
         interface: interface.to_owned(),
         hook,
     };
@@ -390,7 +413,9 @@ fn function(
         }
         sha256(&parts)
     };
-    let netns = str_of(f, "netns").map(str::to_owned);
+    let Some(netns) = netns_of(ctx, f) else {
+        return Vec::new();
+    };
     interfaces
         .into_iter()
         .map(|iface| {
@@ -961,6 +986,59 @@ fn map_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolved(text: &str) -> Result<FileDesired, Vec<String>> {
+        let root = crate::config::yaml::parse(text)
+            .expect("YAML")
+            .expect("a document");
+        let rules = ReadRules {
+            max_size: 1 << 20,
+            strict_permissions: true,
+        };
+        resolve("a.yaml", &root, &mut Objects::default(), &rules)
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn every_spelling_of_a_namespace_is_one_chain() {
+        let function = |name: &str, netns: &str| {
+            format!(
+                "  - {{name: {name}, interface: eth0, netns: \"{netns}\", hook: xdp, program: {{builtin: counter}}}}\n"
+            )
+        };
+        let mut text = "version: 1\nchains:\n  - {interface: eth0, netns: /run/netns//blue/, hook: xdp}\nfunctions:\n".to_owned();
+        for (i, spelling) in [
+            "blue",
+            "/run/netns/blue",
+            "/run/netns/./blue",
+            "/run/netns//blue",
+        ]
+        .iter()
+        .enumerate()
+        {
+            text.push_str(&function(&format!("f{i}"), spelling));
+        }
+        let d = resolved(&text).expect("valid");
+        let blue = Some("blue".to_owned());
+        assert_eq!(d.chains[0].key.netns, blue);
+        assert_eq!(d.functions.len(), 4);
+        assert!(
+            d.functions.iter().all(|(k, _)| k.netns == blue),
+            "{:?}",
+            d.functions
+        );
+        let e = resolved(
+            "version: 1\nchains:\n  - {interface: eth0, netns: netns/blue, hook: xdp}\nfunctions:\n  - {name: a, interface: eth0, netns: .., hook: xdp, program: {builtin: counter}}\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            e,
+            [
+                "a.yaml:3:30: netns \"netns/blue\": a relative path: give a name under /run/netns (no `/`) or an absolute path",
+                "a.yaml:5:39: netns \"..\": \"..\" is not a name under /run/netns (it names a directory)",
+            ]
+        );
+    }
 
     #[test]
     fn interface_names_linux_cannot_create_are_named() {
