@@ -347,6 +347,50 @@ impl Env {
             .into()
     }
 
+    /// [`Env::kfd`], but a kfd that has not exited after `limit` is killed
+    /// and the test fails: for faults that used to hang kfd.
+    pub fn kfd_within(&self, limit: Duration, args: &[&str]) -> Run {
+        let n = DAEMONS.fetch_add(1, Ordering::SeqCst);
+        let out_path = self.dir.join(format!("kfd-{n}.stdout"));
+        let err_path = self.dir.join(format!("kfd-{n}.stderr"));
+        let mut child = Command::new(kfd_bin())
+            .arg("--config-dir")
+            .arg(self.conf())
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(&out_path).expect("stdout file"))
+            .stderr(fs::File::create(&err_path).expect("stderr file"))
+            .spawn()
+            .expect("running kfd");
+        let mut status = None;
+        let exited = wait_until(limit, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kfd {args:?} still running after {limit:?} (killed); stdout: {} stderr: {}",
+                read(&out_path),
+                read(&err_path)
+            );
+        }
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = status.expect("exited");
+        Run {
+            code: status.code().unwrap_or(-1),
+            signal: status.signal(),
+            stdout: read(&out_path),
+            stderr: read(&err_path),
+        }
+    }
+
     /// `kfd apply`, asserting success.
     pub fn apply(&self) -> Run {
         let r = self.kfd(&["apply", "--output", "json"]);

@@ -125,7 +125,7 @@ pub struct ReadRules {
 }
 
 /// What a non-regular file is, for messages.
-fn kind_of(t: fs::FileType) -> &'static str {
+pub fn kind_of(t: fs::FileType) -> &'static str {
     if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
