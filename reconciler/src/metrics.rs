@@ -87,6 +87,9 @@ pub enum ScrapeError {
     /// Live state could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The bpffs root is not root's alone.
+    #[error(transparent)]
+    Root(#[from] crate::kernel::bpffs::BpffsError),
 }
 
 /// The installed recorder.
@@ -267,6 +270,8 @@ fn read_chains(layout: &Layout) -> Result<Vec<ChainStatus>, ScrapeError> {
     if !layout.root().is_dir() {
         return Ok(Vec::new()); // nothing pinned yet
     }
+    // A root someone else owns could be flocked by them forever.
+    crate::kernel::bpffs::check_root(layout.root())?;
     let _lock = Lock::acquire(layout.root(), false, || ())?;
     let observed = state::observe(layout, [])?;
     Ok(status::collect(layout, &observed)?)

@@ -79,7 +79,7 @@ fn missing_requirement() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root".into());
     }
-    if let Err(e) = reconciler::kernel::bpffs::ensure_root(Path::new("/sys/fs/bpf")) {
+    if let Err(e) = reconciler::kernel::bpffs::ensure_mounted() {
         return Some(format!("no bpffs: {e}"));
     }
     if Command::new("ip").arg("-V").output().is_err() {
