@@ -383,6 +383,8 @@ mod tests {
             hook: "xdp".into(),
             netns: Some("we\"ird".into()),
             attached: true,
+            ifindex: Some(2),
+            renamed_to: None,
             mode: Some("generic".into()),
             priority: None,
             revision: 1,

@@ -187,3 +187,155 @@ fn a_namespace_path_others_can_change_is_refused_until_fixed() {
     assert!(placed, "{st}");
     assert_eq!(delivered(&env, DENIED, 10), 0);
 }
+
+/// TC chains beside the XDP one on the receiver: a clsact filter on
+/// ingress, a TCX link on egress.
+fn tc_counters_config(env: &Env) -> String {
+    format!(
+        "version: 1\nchains:\n  - {{interface: {ifb}, netns: {ns}, hook: tc-ingress, tc_attach: clsact, tc_priority: 7}}\n  - {{interface: {ifb}, netns: {ns}, hook: tc-egress, tc_attach: tcx}}\nfunctions:\n  - {{name: count-in, interface: {ifb}, netns: {ns}, hook: tc-ingress, program: {{builtin: counter}}}}\n  - {{name: count-out, interface: {ifb}, netns: {ns}, hook: tc-egress, program: {{builtin: counter}}}}\n",
+        ifb = env.if_b,
+        ns = env.ns_b
+    )
+}
+
+/// The ifindex and XDP program ids of interface `name` in the receiver's namespace.
+fn link_of(env: &Env, name: &str) -> (u64, Vec<u64>) {
+    let out = kfd_tests::sh(&["ip", "-n", &env.ns_b, "-j", "-d", "link", "show", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+    let mut ids: Vec<u64> = v[0]["xdp"]["attached"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["prog"]["id"].as_u64())
+        .chain(v[0]["xdp"]["prog"]["id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    (v[0]["ifindex"].as_u64().expect("ifindex"), ids)
+}
+
+/// Packets `count-in` counted so far.
+fn counted(env: &Env) -> u64 {
+    env.verdicts("count-in").values().sum()
+}
+
+#[test]
+fn a_renamed_interface_keeps_its_chains_and_status_says_so() {
+    let env = kfd_tests::test_env!();
+    env.add_source(DENIED);
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config("edge", &["203.0.113.0/24"]),
+    );
+    env.write("20-tc.yaml", &tc_counters_config(&env));
+    env.apply();
+    let pins = kfd_tests::pins_under(&env.bpffs);
+    let (ifindex, xdp) = link_of(&env, &env.if_b);
+    assert_eq!(xdp.len(), 1, "{xdp:?}");
+
+    let renamed = format!("{}r", env.if_b);
+    let rename = |from: &str, to: &str| {
+        kfd_tests::sh(&[
+            "ip", "-n", &env.ns_b, "link", "set", "dev", from, "name", to,
+        ]);
+    };
+    rename(&env.if_b, &renamed);
+    // Every chain still runs on the interface, under its new name.
+    let before = counted(&env);
+    assert_eq!(delivered(&env, DENIED, 10), 0);
+    assert_eq!(delivered(&env, A4, 10), 10);
+    // TC ingress sees what XDP passed: the 10 allowed datagrams.
+    assert!(counted(&env) >= before + 10, "count-in stopped counting");
+    assert_eq!(link_of(&env, &renamed), (ifindex, xdp.clone()));
+
+    // Status tells the truth: attached, to that ifindex, renamed.
+    let st = env.status();
+    let chains = st["chains"].as_array().expect("chains");
+    assert_eq!(chains.len(), 3, "{st}");
+    for c in chains {
+        assert_eq!(
+            (
+                &c["attached"],
+                &c["ifindex"],
+                &c["renamed_to"],
+                &c["interface"]
+            ),
+            (
+                &serde_json::json!(true),
+                &serde_json::json!(ifindex),
+                &serde_json::json!(renamed),
+                &serde_json::json!(env.if_b)
+            ),
+            "{c}"
+        );
+    }
+    let text = env.kfd(&["status"]).stdout;
+    let tail = format!(
+        "to ifindex {ifindex}, now named {renamed} (the config names {}; nothing changes until that name is back)",
+        env.if_b
+    );
+    for head in [
+        format!("{} xdp (netns {}): attached (generic) ", env.if_b, env.ns_b),
+        format!(
+            "{} tc-ingress (netns {}): attached (clsact, priority 7) ",
+            env.if_b, env.ns_b
+        ),
+        format!(
+            "{} tc-egress (netns {}): attached (tcx) ",
+            env.if_b, env.ns_b
+        ),
+    ] {
+        let line = format!("{head}{tail}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&line)),
+            "{line:?} not in:\n{text}"
+        );
+    }
+
+    // Nothing is removed or re-attached while the configured name is missing.
+    let plan = env.kfd(&["plan"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    let blocked = format!(
+        "  ! blocked: interface {} does not exist in netns {}: chain not converged",
+        env.if_b, env.ns_b
+    );
+    assert_eq!(plan.stdout.matches(&blocked).count(), 3, "{plan:?}");
+    assert!(
+        !plan.stdout.contains("  - ") && !plan.stdout.contains("  + "),
+        "{plan:?}"
+    );
+    let apply = env.kfd(&["apply"]);
+    assert_eq!(apply.code, 1, "{apply:?}");
+    assert_eq!(kfd_tests::pins_under(&env.bpffs), pins);
+    assert_eq!(link_of(&env, &renamed), (ifindex, xdp.clone()));
+
+    // The metric agrees (the daemon's listener in the sender's namespace).
+    let d = env.daemon_in_sender_netns(&["--resync-interval", "0"]);
+    for hook in ["xdp", "tc-ingress", "tc-egress"] {
+        let series = format!(
+            "kfd_chain_attached{{netns=\"{}\",interface=\"{}\",hook=\"{hook}\"}}",
+            env.ns_b, env.if_b
+        );
+        assert_eq!(d.metric(&series), Some(1.0), "{series}: {}", d.scrape());
+    }
+    assert_eq!(kfd_tests::pins_under(&env.bpffs), pins);
+
+    // The name comes back: in sync, nothing to do, still filtering.
+    let mark = d.mark();
+    rename(&renamed, &env.if_b);
+    d.expect_log(mark, "link event");
+    drop(d);
+    let plan = env.kfd(&["plan"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(
+        plan.stdout.ends_with("in sync: nothing to do\n"),
+        "{plan:?}"
+    );
+    assert_eq!(kfd_tests::pins_under(&env.bpffs), pins);
+    assert_eq!(link_of(&env, &env.if_b), (ifindex, xdp));
+    assert_eq!(delivered(&env, DENIED, 10), 0);
+    let st = env.status();
+    for c in st["chains"].as_array().expect("chains") {
+        assert_eq!(c["renamed_to"], serde_json::Value::Null, "{c}");
+    }
+}

@@ -332,6 +332,41 @@ pub fn run_in<T: Send>(
     })
 }
 
+/// The name of the interface with index `ifindex` in the calling thread's
+/// namespace, if it exists.
+pub fn ifname(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Every interface of the calling thread's namespace, as (index, name).
+pub fn interfaces() -> Vec<(u32, String)> {
+    // SAFETY: if_nameindex allocates a list ending with a zero entry, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut p = list;
+    // SAFETY: every entry up to the zero one is valid, with a C-string name.
+    unsafe {
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            let name = std::ffi::CStr::from_ptr((*p).if_name);
+            out.push(((*p).if_index, name.to_string_lossy().into_owned()));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
 /// The index of interface `name` in the calling thread's namespace, if it exists.
 pub fn ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;

@@ -177,6 +177,28 @@ pub fn our_filter(
     })?
 }
 
+/// kfd's filter running `prog_id` on a side of any interface of the
+/// namespace, with that interface's index and name: where a chain's
+/// clsact root is when its interface was renamed.
+pub fn find_our_filter(
+    netns: Option<&Path>,
+    dir: Direction,
+    prog_id: u32,
+) -> Result<Option<(u32, String, BpfFilter)>, TcError> {
+    netns::run_in(netns, || {
+        for (ifindex, name) in netns::interfaces() {
+            let filters =
+                netlink::list_filters(ifindex, dir.side()).map_err(nl("listing filters", &name))?;
+            if let Some(f) = filters.into_iter().find(|f| {
+                f.handle == FILTER_HANDLE && f.kind == "bpf" && f.prog_id == Some(prog_id)
+            }) {
+                return Ok(Some((ifindex, name, f)));
+            }
+        }
+        Ok(None)
+    })?
+}
+
 /// Removes kfd's filter at `priority`; with `drop_qdisc`, also the clsact
 /// qdisc when no filter at all is left on it (kfd added it).
 pub fn detach_clsact(

@@ -101,6 +101,24 @@ pub fn query(netns: Option<&Path>, interface: &str) -> Result<Option<InterfaceXd
     })?
 }
 
+/// The name and XDP programs of the interface with index `ifindex`, if it
+/// exists: where a chain's link points when its interface was renamed.
+pub fn query_index(
+    netns: Option<&Path>,
+    ifindex: u32,
+) -> Result<Option<(String, XdpAttachment)>, XdpError> {
+    netns::run_in(netns, || {
+        let Some(name) = netns::ifname(ifindex) else {
+            return Ok(None);
+        };
+        let attached = netlink::xdp_attachment(ifindex).map_err(|source| XdpError::Netlink {
+            interface: name.clone(),
+            source,
+        })?;
+        Ok(Some((name, attached)))
+    })?
+}
+
 /// Attaches `prog` to `interface` through a new link. `owned` is the id of a
 /// program kfd already has there (which the kernel would refuse anyway).
 /// Returns the link and the mode used.
