@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
-use reconciler::config::error::Escaped;
+use reconciler::config::error::{Escaped, EscapedLines};
 use reconciler::config::{self, DEFAULT_MAX_FILE_SIZE, ReadRules};
 use reconciler::layout::Layout;
 use reconciler::model::Hook;
@@ -156,7 +156,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kfd: {}", Escaped(&format!("{e:#}")));
+            eprintln!("kfd: {}", EscapedLines(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -402,7 +402,7 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
                         if c.entries_written == 1 { "y" } else { "ies" },
                         secs(c.elapsed)
                     ),
-                    Some(e) => eprintln!("kfd: {}: {}", c.key, Escaped(&format!("{e:#}"))),
+                    Some(e) => eprintln!("kfd: {}: {}", c.key, EscapedLines(&format!("{e:#}"))),
                 }
             }
             println!(
@@ -511,7 +511,7 @@ fn down(
                 removed += 1;
             }
             Err(e) => {
-                eprintln!("kfd: {key}: {}", Escaped(&format!("{e:#}")));
+                eprintln!("kfd: {key}: {}", EscapedLines(&format!("{e:#}")));
                 failed = true;
             }
         }

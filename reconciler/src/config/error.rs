@@ -41,15 +41,31 @@ pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                fmt::Write::write_char(f, c)?;
-            }
-        }
-        Ok(())
+        write_escaped(f, self.0, false)
     }
+}
+
+/// [`Escaped`], but newlines stay: for text that is several lines by
+/// design (an error carrying the verifier's log), whose other control
+/// characters (an escape sequence in a name) must still not reach a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct EscapedLines<'a>(pub &'a str);
+
+impl fmt::Display for EscapedLines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, self.0, true)
+    }
+}
+
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str, keep_newlines: bool) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() && !(keep_newlines && c == '\n') {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
 }
 
 impl ConfigError {
@@ -379,5 +395,9 @@ mod tests {
             "a\\nb\\tc\\u{7f}d\\u{1b}é"
         );
         assert_eq!(Escaped("plain eth0").to_string(), "plain eth0");
+        assert_eq!(
+            EscapedLines("log:\n0: r1\te\u{1b}[0m").to_string(),
+            "log:\n0: r1\\te\\u{1b}[0m"
+        );
     }
 }
