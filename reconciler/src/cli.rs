@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use reconciler::config::error::{Escaped, EscapedLines};
 use reconciler::config::{self, DEFAULT_MAX_FILE_SIZE, ReadRules};
 use reconciler::layout::Layout;
 use reconciler::model::Hook;
@@ -66,17 +67,15 @@ enum Command {
     Plan {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
-        /// With `update: auto`, swap when more than this fraction of a map's entries change.
-        #[arg(long, env = "KFD_SWAP_THRESHOLD", default_value_t = PlanOptions::default().swap_threshold)]
-        swap_threshold: f64,
+        #[command(flatten)]
+        threshold: Threshold,
     },
     /// Converge once and print what was done. Exit 0 converged, 1 failed.
     Apply {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
-        /// With `update: auto`, swap when more than this fraction of a map's entries change.
-        #[arg(long, env = "KFD_SWAP_THRESHOLD", default_value_t = PlanOptions::default().swap_threshold)]
-        swap_threshold: f64,
+        #[command(flatten)]
+        threshold: Threshold,
     },
     /// The live chains: slots in order, programs, maps, verdict counters.
     Status {
@@ -115,15 +114,35 @@ struct RunArgs {
     /// A full pass runs after this long without one, repairing drift (0: never).
     #[arg(long, env = "KFD_RESYNC_INTERVAL", default_value = "60s", value_parser = daemon::parse_duration)]
     resync_interval: Duration,
-    /// With `update: auto`, swap when more than this fraction of a map's entries change.
-    #[arg(long, env = "KFD_SWAP_THRESHOLD", default_value_t = PlanOptions::default().swap_threshold)]
-    swap_threshold: f64,
+    #[command(flatten)]
+    threshold: Threshold,
     /// Where logs go: journald when stderr is the journal (under systemd), else stderr.
     #[arg(long, env = "KFD_LOG_TARGET", value_enum, default_value = "auto")]
     log_target: LogTarget,
     /// Least severe level logged.
     #[arg(long, env = "KFD_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     log_level: String,
+}
+
+/// `--swap-threshold`, shared by `plan`, `apply` and `run`.
+#[derive(Debug, clap::Args)]
+struct Threshold {
+    /// With `update: auto`, swap when more than this fraction of a map's entries change (above 0, at most 1).
+    #[arg(long, env = "KFD_SWAP_THRESHOLD", default_value_t = PlanOptions::default().swap_threshold, value_parser = parse_swap_threshold)]
+    swap_threshold: f64,
+}
+
+/// A `--swap-threshold`: the range the schema gives a map's `swap_threshold:`
+/// (above 0, at most 1). NaN, infinities and negatives never compare sensibly
+/// with a fraction of changed keys.
+fn parse_swap_threshold(s: &str) -> Result<f64, String> {
+    let bad = || format!("{s:?} is not a fraction above 0 and at most 1 (like 0.5)");
+    let t: f64 = s.trim().parse().map_err(|_| bad())?;
+    if t > 0.0 && t <= 1.0 {
+        Ok(t)
+    } else {
+        Err(bad())
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -139,7 +158,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kfd: {e:#}");
+            eprintln!("kfd: {}", EscapedLines(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -164,16 +183,14 @@ fn instance(cli: &Cli, swap_threshold: f64) -> Instance {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Validate { paths } => validate(&cli, paths),
-        Command::Plan {
-            output,
-            swap_threshold,
-        } => plan_cmd(&instance(&cli, *swap_threshold), *output),
-        Command::Apply {
-            output,
-            swap_threshold,
-        } => apply_cmd(&instance(&cli, *swap_threshold), *output),
+        Command::Plan { output, threshold } => {
+            plan_cmd(&instance(&cli, threshold.swap_threshold), *output)
+        }
+        Command::Apply { output, threshold } => {
+            apply_cmd(&instance(&cli, threshold.swap_threshold), *output)
+        }
         Command::Status { output } => status_cmd(&instance(&cli, 0.5), *output),
-        Command::Run(args) => run_cmd(&instance(&cli, args.swap_threshold), args),
+        Command::Run(args) => run_cmd(&instance(&cli, args.threshold.swap_threshold), args),
         Command::Prepare => {
             let inst = instance(&cli, 0.5);
             inst.ensure_bpffs().context("preparing bpffs")?;
@@ -282,12 +299,12 @@ fn config_diff(g: &Gathered) -> String {
             .context_radius(3)
             .header(
                 &if g.snapshot.get(name).is_some() {
-                    format!("a/{name}")
+                    format!("a/{}", Escaped(name))
                 } else {
                     "/dev/null".into()
                 },
                 &if g.config.current.contains_key(name) {
-                    format!("b/{name}")
+                    format!("b/{}", Escaped(name))
                 } else {
                     "/dev/null".into()
                 },
@@ -301,8 +318,9 @@ fn config_diff(g: &Gathered) -> String {
         }
         if lines.len() > MAX_LINES {
             out.push_str(&format!(
-                "… {} more diff lines for {name}\n",
-                lines.len() - MAX_LINES
+                "… {} more diff lines for {}\n",
+                lines.len() - MAX_LINES,
+                Escaped(name)
             ));
         }
     }
@@ -315,7 +333,7 @@ fn print_config_errors(g: &Gathered) {
     }
     for (name, st) in &g.config.files {
         if let Some(what) = st.describe() {
-            eprintln!("kfd: {name}: {what}");
+            eprintln!("kfd: {}: {what}", Escaped(name));
         }
     }
     for e in &g.store_errors {
@@ -341,7 +359,7 @@ fn plan_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
     let _lock = read_lock(inst)?;
     let g = gather(inst)?;
     let p = inst.plan(&g);
-    let has_errors = !g.config.errors.is_empty() || !g.store_errors.is_empty();
+    let has_errors = !g.config.errors.is_empty() || !g.store_errors.is_empty() || p.has_errors();
     match output {
         Output::Text => {
             let diff = config_diff(&g);
@@ -425,7 +443,7 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
                         if c.entries_written == 1 { "y" } else { "ies" },
                         secs(c.elapsed)
                     ),
-                    Some(e) => eprintln!("kfd: {}: {e:#}", c.key),
+                    Some(e) => eprintln!("kfd: {}: {}", c.key, EscapedLines(&format!("{e:#}"))),
                 }
             }
             if let Some(e) = &store_error {
@@ -515,6 +533,14 @@ fn down(
     hook: &Option<String>,
     netns: &Option<String>,
 ) -> Result<ExitCode> {
+    // Any spelling of a namespace names its chains, as in config.
+    let normal = |n: &str| kernel::netns::normalise(n).ok();
+    let netns = match netns {
+        Some(n) => {
+            Some(kernel::netns::normalise(n).with_context(|| format!("--netns {}", Escaped(n)))?)
+        }
+        None => None,
+    };
     // Without a root there is nothing to remove, and nothing to create.
     let Some(_lock) = Lock::acquire_existing(inst.layout.root(), true, waiting(inst))? else {
         println!("down: 0 chains removed");
@@ -529,7 +555,7 @@ fn down(
             || hook.is_some_and(|h| h != key.hook)
             || netns
                 .as_ref()
-                .is_some_and(|n| key.netns.as_ref() != Some(n))
+                .is_some_and(|n| key.netns.as_deref().and_then(normal).as_ref() != Some(n))
         {
             continue;
         }
@@ -539,7 +565,7 @@ fn down(
                 removed += 1;
             }
             Err(e) => {
-                eprintln!("kfd: {key}: {e:#}");
+                eprintln!("kfd: {key}: {}", EscapedLines(&format!("{e:#}")));
                 failed = true;
             }
         }
@@ -585,4 +611,73 @@ fn run_cmd(inst: &Instance, args: &RunArgs) -> Result<ExitCode> {
     };
     daemon::run(inst.clone(), opts).context("kfd run")?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(args).map_err(|e| e.to_string())
+    }
+
+    fn first_line(r: Result<Cli, String>) -> String {
+        let e = r.expect_err("refused");
+        e.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn swap_thresholds_are_fractions_above_0_and_at_most_1() {
+        for (flag, want) in [("0.25", 0.25), ("1", 1.0), ("1e-3", 0.001)] {
+            for cmd in ["plan", "apply", "run"] {
+                let cli = parse(&["kfd", cmd, "--swap-threshold", flag]).expect(flag);
+                let got = match cli.command {
+                    Command::Plan { threshold, .. } | Command::Apply { threshold, .. } => {
+                        threshold.swap_threshold
+                    }
+                    Command::Run(args) => args.threshold.swap_threshold,
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(got, want, "{cmd} {flag}");
+            }
+        }
+        for bad in [
+            "NaN", "nan", "inf", "-inf", "-0.5", "0", "-0", "1.5", "half",
+        ] {
+            assert_eq!(
+                first_line(parse(&["kfd", "apply", &format!("--swap-threshold={bad}")])),
+                format!(
+                    "error: invalid value '{bad}' for '--swap-threshold <SWAP_THRESHOLD>': \
+                     {bad:?} is not a fraction above 0 and at most 1 (like 0.5)"
+                ),
+            );
+        }
+    }
+
+    #[test]
+    fn durations_past_a_week_are_refused_at_parse_time() {
+        let cli = parse(&["kfd", "run", "--resync-interval", "168h"]).expect("a week");
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.resync_interval, Duration::from_secs(7 * 24 * 3600));
+        for (flag, value) in [
+            ("--debounce", "18446744073709551615ms"),
+            ("--debounce-max", "18446744073709551615h"),
+            ("--resync-interval", "18446744073709551615"),
+            ("--resync-interval", "99999999999999999999999s"),
+            ("--debounce", "169h"),
+        ] {
+            assert_eq!(
+                first_line(parse(&["kfd", "run", flag, value])),
+                format!(
+                    "error: invalid value '{value}' for '{flag} <{}>': \
+                     {value:?} is longer than a week (168h), the most kfd takes",
+                    flag.trim_start_matches('-')
+                        .replace('-', "_")
+                        .to_uppercase()
+                ),
+            );
+        }
+    }
 }

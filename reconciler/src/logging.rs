@@ -11,6 +11,7 @@
 //! The one-shot commands (`apply`, `plan`, ...) print for people and do not
 //! use this.
 
+use std::io;
 use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
 
@@ -18,6 +19,8 @@ use tracing::Level;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::config::error::Escaped;
 
 /// Where to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,28 @@ pub enum Chosen {
 #[derive(Debug, thiserror::Error)]
 #[error("installing the logger: {0}")]
 pub struct LoggingError(#[source] tracing_subscriber::util::TryInitError);
+
+/// stderr for the fmt layer, which writes each event whole in one call: the
+/// control characters inside an event (a newline in a file name, an escape
+/// sequence in an interface name, in the message or a field) are escaped,
+/// so one event is one line and cannot drive a terminal.
+struct EscapingStderr;
+
+impl io::Write for EscapingStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (&*text, ""),
+        };
+        io::stderr().write_all(format!("{}{end}", Escaped(body)).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
 
 /// Whether stderr is the journal stream systemd set up.
 pub fn stderr_is_journal() -> bool {
@@ -99,7 +124,7 @@ pub fn init(target: Target, level: Level) -> Result<(Chosen, Option<String>), Lo
         }
     }
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| EscapingStderr)
         .with_target(false);
     tracing_subscriber::registry()
         .with(stderr)

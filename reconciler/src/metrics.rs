@@ -87,6 +87,9 @@ pub enum ScrapeError {
     /// Live state could not be read.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The bpffs root is not root's alone.
+    #[error(transparent)]
+    Root(#[from] crate::kernel::bpffs::BpffsError),
 }
 
 /// The installed recorder.
@@ -379,6 +382,8 @@ mod tests {
             hook: "xdp".into(),
             netns: Some("we\"ird".into()),
             attached: true,
+            ifindex: Some(2),
+            renamed_to: None,
             mode: Some("generic".into()),
             priority: None,
             revision: 1,

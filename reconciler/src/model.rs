@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::error::Escaped;
+
 /// Where a chain hangs in the network stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Hook {
@@ -116,9 +118,11 @@ pub struct ChainKey {
 
 impl fmt::Display for ChainKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.interface, self.hook)?;
+        // Linux allows control characters in interface names, and so do
+        // namespace file names: they print escaped, on one line.
+        write!(f, "{} {}", Escaped(&self.interface), self.hook)?;
         if let Some(ns) = &self.netns {
-            write!(f, " (netns {ns})")?;
+            write!(f, " (netns {})", Escaped(ns))?;
         }
         Ok(())
     }
@@ -334,7 +338,7 @@ pub struct Source {
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+        write!(f, "{}:{}:{}", Escaped(&self.file), self.line, self.col)
     }
 }
 
@@ -366,4 +370,28 @@ pub const ABI_VERSION: u32 = 1;
 pub mod limits {
     /// Functions per chain (the ABI's KF_MAX_SLOTS).
     pub const MAX_SLOTS: usize = 32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_keys_and_sources_print_control_characters_escaped() {
+        let key = ChainKey {
+            netns: Some("blue\nred".into()),
+            interface: "e\u{1b}[31mth0".into(),
+            hook: Hook::TcIngress,
+        };
+        assert_eq!(
+            key.to_string(),
+            "e\\u{1b}[31mth0 tc-ingress (netns blue\\nred)"
+        );
+        let source = Source {
+            file: "a\rb.yaml".into(),
+            line: 3,
+            col: 7,
+        };
+        assert_eq!(source.to_string(), "a\\rb.yaml:3:7");
+    }
 }

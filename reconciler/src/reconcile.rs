@@ -107,12 +107,18 @@ impl Lock {
     }
 
     /// [`Lock::acquire`] for readers, which must create nothing: None when
-    /// the root does not exist, which means nothing is live under it.
+    /// the root does not exist, which means nothing is live under it. A root
+    /// that exists is checked first: one another user owns could be flocked
+    /// by them forever.
     pub fn acquire_existing(
         root: &Path,
         exclusive: bool,
         waiting: impl FnOnce(),
     ) -> Result<Option<Self>, ReconcileError> {
+        if !root.is_dir() {
+            return Ok(None);
+        }
+        bpffs::check_root(root)?;
         match Self::acquire(root, exclusive, waiting) {
             Ok(lock) => Ok(Some(lock)),
             Err(ReconcileError::Lock { source, .. })

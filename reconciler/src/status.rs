@@ -5,12 +5,15 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::config::error::Escaped;
 use crate::kernel::map::ByteMap;
-use crate::kernel::xdp::prog_name;
+use crate::kernel::netns::netns_path;
+use crate::kernel::tc;
+use crate::kernel::xdp::{self, prog_name};
 use crate::layout::{FnPaths, Layout};
 use crate::model::{ChainKey, Hook, map_type};
-use crate::state::StateError;
-use crate::state::model::{InterfaceState, ObservedState};
+use crate::state::model::{InterfaceState, ObservedChain, ObservedState};
+use crate::state::{StateError, tc_direction};
 
 /// One chain's status.
 #[derive(Debug, Serialize)]
@@ -23,6 +26,12 @@ pub struct ChainStatus {
     pub netns: Option<String>,
     /// Whether the root is attached to the interface.
     pub attached: bool,
+    /// The index of the interface the root is attached to, if it is.
+    pub ifindex: Option<u32>,
+    /// The interface's name now, when the root is attached to an interface
+    /// that no longer has the configured name (renamed under the chain:
+    /// it still filters, and kfd changes nothing until the name is back).
+    pub renamed_to: Option<String>,
     /// How it is attached, if it is: `native`/`generic` (XDP), `tcx` or `clsact` (TC).
     pub mode: Option<String>,
     /// clsact: the priority of kfd's filter.
@@ -70,11 +79,16 @@ pub fn collect(layout: &Layout, observed: &ObservedState) -> Result<Vec<ChainSta
         let iface = observed
             .interfaces
             .get(&(key.netns.clone(), key.interface.clone()));
-        let mode = match (key.hook, iface) {
-            (Hook::Xdp, Some(InterfaceState::Present { xdp, .. })) => xdp
-                .iter()
-                .find(|(_, id)| Some(*id) == chain.root_prog_id)
-                .map(|(m, _)| m.as_str().to_owned()),
+        let mut renamed_to = None;
+        let mut elsewhere_priority = None;
+        let (mode, ifindex) = match (key.hook, iface) {
+            (Hook::Xdp, Some(InterfaceState::Present { xdp, ifindex })) => {
+                let mode = xdp
+                    .iter()
+                    .find(|(_, id)| Some(*id) == chain.root_prog_id)
+                    .map(|(m, _)| m.as_str().to_owned());
+                (mode.clone(), mode.map(|_| *ifindex))
+            }
             (_, Some(InterfaceState::Present { ifindex, .. })) => {
                 let link = chain
                     .link
@@ -84,9 +98,19 @@ pub fn collect(layout: &Layout, observed: &ObservedState) -> Result<Vec<ChainSta
                     .tc_filter
                     .filter(|f| f.prog_id.is_some() && f.prog_id == chain.root_prog_id)
                     .map(|_| "clsact".to_owned());
-                link.or(filter)
+                let mode = link.or(filter);
+                (mode.clone(), mode.map(|_| *ifindex))
             }
-            _ => None,
+            // The configured name is gone, but the root may still run on the
+            // interface that had it (renamed): status must not say otherwise.
+            _ => match attached_elsewhere(key, chain)? {
+                Some(e) => {
+                    renamed_to = Some(e.name);
+                    elsewhere_priority = e.priority;
+                    (Some(e.mode), Some(e.ifindex))
+                }
+                None => (None, None),
+            },
         };
         let stats = read_stats(layout, key)?;
         let mut functions = Vec::new();
@@ -136,16 +160,73 @@ pub fn collect(layout: &Layout, observed: &ObservedState) -> Result<Vec<ChainSta
             hook: key.hook.to_string(),
             netns: key.netns.clone(),
             attached: mode.is_some(),
+            ifindex,
+            renamed_to,
             priority: chain
                 .tc_filter
                 .filter(|_| mode.as_deref() == Some("clsact"))
-                .map(|f| f.priority),
+                .map(|f| f.priority)
+                .or(elsewhere_priority),
             mode,
             revision: chain.active_rev,
             functions,
         });
     }
     Ok(out)
+}
+
+/// Where a chain's root runs when no interface has its configured name.
+struct Elsewhere {
+    ifindex: u32,
+    /// The interface's name now.
+    name: String,
+    mode: String,
+    /// clsact: the filter's priority.
+    priority: Option<u16>,
+}
+
+/// Finds the interface a chain's root still runs on after its interface
+/// was renamed: the one its link names (XDP, TCX: a link follows its
+/// interface, and reads ifindex 0 once that is gone), else for clsact the
+/// interface in the namespace holding kfd's filter with the root program.
+fn attached_elsewhere(
+    key: &ChainKey,
+    chain: &ObservedChain,
+) -> Result<Option<Elsewhere>, StateError> {
+    let Some(root) = chain.root_prog_id else {
+        return Ok(None);
+    };
+    let netns = key.netns.as_deref().map(netns_path);
+    if netns.as_ref().is_some_and(|p| !p.exists()) {
+        return Ok(None);
+    }
+    if let Some(link) = chain.link.filter(|l| l.ifindex != 0 && l.prog_id == root) {
+        let Some((name, xdp)) = xdp::query_index(netns.as_deref(), link.ifindex)? else {
+            return Ok(None);
+        };
+        let mode = match key.hook {
+            Hook::Xdp if xdp.driver == Some(root) || xdp.offload == Some(root) => "native",
+            Hook::Xdp if xdp.generic == Some(root) => "generic",
+            Hook::Xdp => return Ok(None),
+            Hook::TcIngress | Hook::TcEgress => "tcx",
+        };
+        return Ok(Some(Elsewhere {
+            ifindex: link.ifindex,
+            name,
+            mode: mode.to_owned(),
+            priority: None,
+        }));
+    }
+    if key.hook == Hook::Xdp {
+        return Ok(None);
+    }
+    let found = tc::find_our_filter(netns.as_deref(), tc_direction(key.hook), root)?;
+    Ok(found.map(|(ifindex, name, f)| Elsewhere {
+        ifindex,
+        name,
+        mode: "clsact".to_owned(),
+        priority: Some(f.priority),
+    }))
 }
 
 /// Summed verdict counters by stats row.
@@ -213,17 +294,28 @@ pub fn render_text(chains: &[ChainStatus]) -> String {
         let _ = writeln!(
             out,
             "{} {}{}: {} (revision {})",
-            c.interface,
+            Escaped(&c.interface),
             c.hook,
             c.netns
                 .as_ref()
-                .map(|n| format!(" (netns {n})"))
+                .map(|n| format!(" (netns {})", Escaped(n)))
                 .unwrap_or_default(),
             match &c.mode {
-                Some(m) => match c.priority {
-                    Some(p) => format!("attached ({m}, priority {p})"),
-                    None => format!("attached ({m})"),
-                },
+                Some(m) => {
+                    let how = match c.priority {
+                        Some(p) => format!("attached ({m}, priority {p})"),
+                        None => format!("attached ({m})"),
+                    };
+                    match (&c.renamed_to, c.ifindex) {
+                        (Some(now), Some(ifindex)) => format!(
+                            "{how} to ifindex {ifindex}, now named {} (the config names {}; \
+                             nothing changes until that name is back)",
+                            Escaped(now),
+                            Escaped(&c.interface)
+                        ),
+                        _ => how,
+                    }
+                }
                 None => "NOT ATTACHED".into(),
             },
             c.revision

@@ -79,7 +79,7 @@ fn missing_requirement() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root".into());
     }
-    if let Err(e) = reconciler::kernel::bpffs::ensure_root(Path::new("/sys/fs/bpf")) {
+    if let Err(e) = reconciler::kernel::bpffs::ensure_mounted() {
         return Some(format!("no bpffs: {e}"));
     }
     if Command::new("ip").arg("-V").output().is_err() {
@@ -345,6 +345,50 @@ impl Env {
             .output()
             .expect("running kfd")
             .into()
+    }
+
+    /// [`Env::kfd`], but a kfd that has not exited after `limit` is killed
+    /// and the test fails: for faults that used to hang kfd.
+    pub fn kfd_within(&self, limit: Duration, args: &[&str]) -> Run {
+        let n = DAEMONS.fetch_add(1, Ordering::SeqCst);
+        let out_path = self.dir.join(format!("kfd-{n}.stdout"));
+        let err_path = self.dir.join(format!("kfd-{n}.stderr"));
+        let mut child = Command::new(kfd_bin())
+            .arg("--config-dir")
+            .arg(self.conf())
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(&out_path).expect("stdout file"))
+            .stderr(fs::File::create(&err_path).expect("stderr file"))
+            .spawn()
+            .expect("running kfd");
+        let mut status = None;
+        let exited = wait_until(limit, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kfd {args:?} still running after {limit:?} (killed); stdout: {} stderr: {}",
+                read(&out_path),
+                read(&err_path)
+            );
+        }
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = status.expect("exited");
+        Run {
+            code: status.code().unwrap_or(-1),
+            signal: status.signal(),
+            stdout: read(&out_path),
+            stderr: read(&err_path),
+        }
     }
 
     /// `kfd apply`, asserting success.
@@ -871,6 +915,8 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub struct Daemon {
     child: std::process::Child,
     log: PathBuf,
+    /// The namespace kfd runs in, when not the test's own.
+    netns: Option<PathBuf>,
 }
 
 impl Env {
@@ -883,6 +929,17 @@ impl Env {
 
     /// [`Env::daemon`] with extra environment variables.
     pub fn daemon_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Daemon {
+        self.spawn_daemon(args, vars, None)
+    }
+
+    /// [`Env::daemon`] with kfd itself in the sender's namespace, so its
+    /// metrics listener (on that namespace's loopback) sees only this
+    /// test's clients. [`Daemon::connect_metrics`] connects there.
+    pub fn daemon_in_sender_netns(&self, args: &[&str]) -> Daemon {
+        self.spawn_daemon(args, &[], Some(self.ns_path(&self.ns_a)))
+    }
+
+    fn spawn_daemon(&self, args: &[&str], vars: &[(&str, &str)], netns: Option<PathBuf>) -> Daemon {
         let n = DAEMONS.fetch_add(1, Ordering::SeqCst);
         let log = self.dir.join(format!("kfd-run-{n}.log"));
         let out = fs::File::create(&log).expect("daemon log");
@@ -911,9 +968,30 @@ impl Env {
             .stdin(std::process::Stdio::null())
             .stdout(out)
             .stderr(err);
+        // Opened here, entered in the child between fork and exec (the fd
+        // is close-on-exec, so kfd does not inherit it).
+        let ns_file = netns
+            .as_ref()
+            .map(|p| fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+        if let Some(f) = &ns_file {
+            use std::os::fd::AsRawFd as _;
+            use std::os::unix::process::CommandExt as _;
+            let fd = f.as_raw_fd();
+            // SAFETY: setns is async-signal-safe and touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let d = Daemon {
             child: cmd.spawn().expect("starting kfd run"),
             log,
+            netns,
         };
         d.expect_log(0, "reconcile #1 ");
         d
@@ -1010,11 +1088,21 @@ impl Daemon {
         log[start..].split('/').next().expect("address").to_owned()
     }
 
+    /// A connection to the metrics listener, made in kfd's namespace.
+    pub fn connect_metrics(&self) -> std::net::TcpStream {
+        let address = self.metrics_address();
+        let connect = || std::net::TcpStream::connect(&address);
+        let s = match &self.netns {
+            Some(ns) => netns::run_in(Some(ns), connect).expect("entering kfd's namespace"),
+            None => connect(),
+        };
+        s.unwrap_or_else(|e| panic!("connecting to metrics at {address}: {e}"))
+    }
+
     /// GET /metrics.
     pub fn scrape(&self) -> String {
         use std::io::{Read as _, Write as _};
-        let mut s =
-            std::net::TcpStream::connect(self.metrics_address()).expect("connect to metrics");
+        let mut s = self.connect_metrics();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: kfd\r\n\r\n")
             .expect("request");
         let mut out = String::new();

@@ -474,6 +474,144 @@ fn metrics_count_packets_and_maps_and_pass_promtool() {
     );
 }
 
+#[test]
+fn a_config_dir_switched_by_symlink_is_picked_up_at_once() {
+    let env = kfd_tests::test_env!();
+    // The release pattern: conf -> current/kf.d, current -> releases/N, and
+    // a release is switched with `ln -sfn` (a new link renamed over the old).
+    let release = |n: u32, deny: &str| {
+        let dir = env.dir.join(format!("releases/{n}/kf.d"));
+        std::fs::create_dir_all(&dir).expect("release dir");
+        std::fs::write(dir.join("10-edge.yaml"), env.blocklist_config(FN, &[deny]))
+            .expect("release config");
+    };
+    release(1, "203.0.113.0/24");
+    release(2, "198.51.100.0/24");
+    release(3, "192.0.2.0/24");
+    std::fs::remove_dir(env.conf()).expect("the harness's plain conf dir");
+    let current = env.dir.join("current");
+    sh(&["ln", "-sfn", "releases/1", current.to_str().expect("utf8")]);
+    std::os::unix::fs::symlink("current/kf.d", env.conf()).expect("conf link");
+    // No resync: only the watch can notice a switch.
+    let d = env.daemon(&["--resync-interval", "0"]);
+    assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]));
+    let switched =
+        |deny: &str| wait_until(Duration::from_secs(10), || env.deny_v4(FN) == set(&[deny]));
+
+    // The link in the middle of the path is switched.
+    let mark = d.mark();
+    sh(&["ln", "-sfn", "releases/2", current.to_str().expect("utf8")]);
+    assert!(
+        switched("198.51.100.0/24"),
+        "release 2 not applied:\n{}",
+        d.log()
+    );
+    d.expect_log(mark, "rescan: a symlink on the config dir's path changed");
+    // The new release's dir is watched: a write there lands too.
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["198.18.0.0/15"]),
+    );
+    assert!(
+        switched("198.18.0.0/15"),
+        "a write in release 2 not applied:\n{}",
+        d.log()
+    );
+
+    // The config dir's own link is switched.
+    let kfd3 = env.dir.join("releases/3/kf.d");
+    sh(&[
+        "ln",
+        "-sfn",
+        kfd3.to_str().expect("utf8"),
+        env.conf().to_str().expect("utf8"),
+    ]);
+    assert!(
+        switched("192.0.2.0/24"),
+        "release 3 not applied:\n{}",
+        d.log()
+    );
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.128/25"]),
+    );
+    assert!(
+        switched("203.0.113.128/25"),
+        "a write in release 3 not applied:\n{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_scrape_is_answered_behind_idle_and_dripping_clients() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = kfd_tests::test_env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config(FN, &["203.0.113.0/24"]),
+    );
+    // kfd in the sender's namespace: these clients stay on its loopback.
+    let d = env.daemon_in_sender_netns(&["--resync-interval", "0"]);
+    // Clients that connect and never say a word...
+    let idle: Vec<_> = (0..64).map(|_| d.connect_metrics()).collect();
+    // ...and clients that drip a request head, a byte every 50 ms, never ending it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let drips: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = d.connect_metrics();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let head = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+                let bytes = head.iter().chain(std::iter::repeat(&b'z'));
+                for b in bytes {
+                    if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        })
+        .collect();
+    // Each scrape gets a few seconds: a liveness bound (Prometheus waits
+    // 10 s), not a performance figure. Before, the first 8 idle clients held
+    // every slot for 10 s and a scrape waited in the backlog behind them.
+    for round in 0..3 {
+        let mut s = d.connect_metrics();
+        let bound = Some(Duration::from_secs(3));
+        s.set_read_timeout(bound).expect("timeout");
+        s.set_write_timeout(bound).expect("timeout");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: kfd\r\n\r\n")
+            .expect("request");
+        let mut out = String::new();
+        let read = s.read_to_string(&mut out);
+        assert!(
+            read.is_ok() && out.starts_with("HTTP/1.1 200 OK") && out.contains("kfd_build_info"),
+            "scrape {round} behind 64 idle and 4 dripping clients: {read:?} {out:?}"
+        );
+    }
+    // The idle clients are let go: each is answered (408) or closed.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut out = Vec::new();
+        let read = s.read_to_end(&mut out);
+        assert!(
+            read.is_ok()
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "an idle client is still held: {read:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in drips {
+        t.join().expect("drip thread");
+    }
+    assert_eq!(env.deny_v4(FN), set(&["203.0.113.0/24"]));
+}
+
 /// journald started for a test when none runs; stopped and its files
 /// removed on drop.
 struct Journald {

@@ -299,7 +299,8 @@ fn down_leaves_no_pin_link_or_program() {
     assert!(env.xdp_prog_ids().is_empty(), "root detached");
     // The kernel frees objects once unreferenced (after an RCU grace period).
     let gone = |ids: &[u32], live: &[u32]| ids.iter().all(|id| !live.contains(id));
-    let all_gone = (0..150).any(|_| {
+    // Freeing is deferred work: give a busy machine 10 s.
+    let all_gone = (0..500).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
         gone(&prog_ids, &sys::prog_ids().expect("prog ids"))
             && gone(&attached, &sys::prog_ids().expect("prog ids"))
@@ -316,6 +317,12 @@ fn down_leaves_no_pin_link_or_program() {
         map_ids
             .iter()
             .filter(|id| sys::map_ids().unwrap().contains(id))
+            .map(|id| (
+                id,
+                sys::map_fd_by_id(*id)
+                    .and_then(|fd| sys::map_info(std::os::fd::AsFd::as_fd(&fd)))
+                    .map(|i| (i.name, i.map_type))
+            ))
             .collect::<Vec<_>>()
     );
 }
@@ -330,8 +337,9 @@ fn a_foreign_xdp_program_is_never_replaced() {
         "10-edge.yaml",
         &chain_config(&env, &["203.0.113.0/24"], None, false),
     );
+    // Nothing kfd can do about it: an error, not a pending change.
     let plan = env.kfd(&["plan"]);
-    assert_eq!(plan.code, 2, "{plan:?}");
+    assert_eq!(plan.code, 1, "{plan:?}");
     assert!(plan.stdout.contains("blocked"), "{}", plan.stdout);
     let r = env.kfd(&["apply"]);
     assert_eq!(r.code, 1, "{r:?}");

@@ -632,3 +632,102 @@ fn a_map_holds_at_most_its_max_entries() {
         )
     });
 }
+
+#[test]
+fn a_bpffs_root_that_is_not_roots_alone_is_refused_and_nothing_changes() {
+    use std::os::unix::fs::MetadataExt as _;
+    let env = kfd_tests::test_env!();
+    env.write(
+        "10-edge.yaml",
+        &env.blocklist_config("edge", &["203.0.113.0/24"]),
+    );
+    let root = env.bpffs.clone();
+    let tail = "; kfd keeps its pins and its lock there, so nobody but root may change it \
+                (remove it and kfd creates it with mode 0700, or make it root's and writable only by root)";
+    // Another user made kfd's root before kfd did (/sys/fs/bpf is 1777).
+    fs::create_dir(&root).expect("mkdir root");
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::chown(&root, Some(65534), Some(65534)).expect("chown nobody");
+    let untouched = |why: &str| {
+        assert_eq!(kfd_tests::pins_under(&root), Vec::<String>::new(), "{why}");
+        assert_eq!(env.xdp_prog_ids(), Vec::<u32>::new(), "{why}");
+        assert!(
+            !env.dir.join("state").exists(),
+            "{why}: the state dir was written"
+        );
+    };
+    // apply prepares the root; plan and status only read it, and say so plainly.
+    for (args, code, doing) in [
+        (&["apply"][..], 1, "preparing bpffs: "),
+        (&["plan"], 1, ""),
+        (&["status"], 1, ""),
+    ] {
+        let r = env.kfd(args);
+        assert_eq!(
+            (r.code, r.stderr.as_str()),
+            (
+                code,
+                format!(
+                    "kfd: {doing}bpffs root {}: owned by uid 65534{tail}\n",
+                    root.display()
+                )
+                .as_str()
+            ),
+            "{args:?}: {r:?}"
+        );
+        untouched("a root owned by nobody");
+    }
+    // Root's, but its group may write it.
+    std::os::unix::fs::chown(&root, Some(0), Some(0)).expect("chown root");
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o1770)).expect("chmod");
+    let r = env.kfd(&["apply"]);
+    assert_eq!(
+        (r.code, r.stderr),
+        (
+            1,
+            format!(
+                "kfd: preparing bpffs: bpffs root {}: writable by its group (mode 1770){tail}\n",
+                root.display()
+            )
+        )
+    );
+    untouched("a group-writable root");
+    // Fixed: kfd converges.
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).expect("chmod");
+    env.apply();
+    assert_eq!(env.xdp_prog_ids().len(), 1);
+    // A root kfd creates itself is 0700.
+    assert_eq!(env.kfd(&["down"]).code, 0);
+    assert!(!root.exists(), "down removes the empty root");
+    env.apply();
+    assert_eq!(fs::metadata(&root).expect("root").mode() & 0o7777, 0o700);
+
+    // A dir above the root that others can write: they could swap the root.
+    let open = root.join("open");
+    fs::create_dir(&open).expect("mkdir");
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let inner = open.join("kfd");
+    let out = Command::new(kfd_bin())
+        .arg("--config-dir")
+        .arg(env.conf())
+        .arg("--bpffs")
+        .arg(&inner)
+        .arg("--state-dir")
+        .arg(env.dir.join("state-inner"))
+        .arg("apply")
+        .output()
+        .expect("running kfd");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "kfd: preparing bpffs: bpffs root {}: a directory on its path is writable by others (mode 0777, {}){tail}\n",
+            inner.display(),
+            open.display()
+        )
+    );
+    assert!(
+        !inner.exists(),
+        "nothing is created in a dir others can write"
+    );
+    fs::remove_dir(&open).expect("cleanup");
+}

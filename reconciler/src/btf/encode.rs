@@ -26,7 +26,10 @@
 //!   `{__u32 prefixlen; <IPv4 or IPv6 address> addr;}`): CIDR text
 //!   (`192.0.2.0/24`, `2001:db8::/32`) or a bare address (a full-length
 //!   prefix). Host bits past the prefix are an error, which names the network
-//!   meant. The mapping form `{prefixlen: 24, addr: 192.0.2.0}` works too.
+//!   meant. The mapping form `{prefixlen: 24, addr: 192.0.2.0}` and hex
+//!   bytes work too, with the same checks (the prefix within the address,
+//!   no host bits): the kernel refuses a longer prefix, and host bits make a
+//!   second key for the kernel's one entry, so the map would never converge.
 //! - **Hex bytes, for any type but integers, enums and floats**: a string `0x`
 //!   followed by exactly two hex digits per byte of the type (either case) is
 //!   the raw bytes in memory order, whether written plain or quoted. For
@@ -47,7 +50,7 @@ use crate::config::yaml::{Kind, Mark, Node, Resolved};
 
 use super::layout::{
     ArrayStep, ArrayText, CompositeStep, EnumStep, Field, IntStep, Layout, LayoutError, Step,
-    StepKind, write_bits, write_uint,
+    StepKind, read_uint, write_bits, write_uint,
 };
 use super::object::{BPF_MAP_TYPE_LPM_TRIE, GlobalVar, MapDef};
 use super::text::{self, CidrError, Family};
@@ -447,7 +450,15 @@ impl Encoder {
                     && let Some(digits) = text::hex_digits(&s.text)
                 {
                     if text::parse_hex(digits, buf) {
-                        return Ok(());
+                        // Raw bytes skip the CIDR parser, not its checks.
+                        return match &step.kind {
+                            StepKind::Lpm {
+                                family,
+                                addr_offset,
+                                ..
+                            } => self.check_prefix(*family, *addr_offset, node, buf, Some(&s.text)),
+                            _ => Ok(()),
+                        };
                     }
                     let is_chars = matches!(&step.kind,
                         StepKind::Array(a) if a.text == Some(ArrayText::Chars));
@@ -467,7 +478,10 @@ impl Encoder {
                         addr_offset,
                         inner,
                     } => match &node.kind {
-                        Kind::Mapping(_) => self.step(*inner, node, buf),
+                        Kind::Mapping(_) => {
+                            self.step(*inner, node, buf)?;
+                            self.check_prefix(*family, *addr_offset, node, buf, None)
+                        }
                         _ => self.lpm(step, *family, *addr_offset, node, buf),
                     },
                     StepKind::Pointer => Err(Self::fail(
@@ -940,20 +954,73 @@ impl Encoder {
                 },
             )),
             Err(CidrError::HostBits(prefix)) => {
-                text::mask_host_bits(addr, prefix);
-                let mut suggestion = String::new();
-                text::write_addr(family, addr, &mut suggestion);
-                suggestion.push('/');
-                suggestion.push_str(&prefix.to_string());
-                Err(Self::fail(
-                    node,
-                    EncodeErrorKind::HostBitsSet {
-                        text: text.to_owned(),
-                        suggestion,
-                    },
-                ))
+                Err(Self::host_bits(family, addr, prefix, node, text.to_owned()))
             }
         }
+    }
+
+    /// The CIDR checks for an LPM key (or a prefix member) written as hex
+    /// or as a `{prefixlen, addr}` mapping, now in `buf`: a prefix the
+    /// kernel refuses would fail every apply, and host bits past the prefix
+    /// make a second key for the kernel's one entry, so `plan` would never
+    /// be in sync. `written` is the hex text, if that is how it came.
+    fn check_prefix(
+        &self,
+        family: Family,
+        addr_offset: usize,
+        node: &Node<'_>,
+        buf: &[u8],
+        written: Option<&str>,
+    ) -> Res {
+        let (prefix_buf, rest) = buf.split_at(addr_offset.min(buf.len()));
+        let Some(addr) = rest.get(..family.len()) else {
+            return Ok(());
+        };
+        // A u32 in the kernel's struct; anything wider is out of range anyway.
+        let prefix = u32::try_from(read_uint(prefix_buf, self.layout.endian == Endian::Big))
+            .unwrap_or(u32::MAX);
+        let text = || match written {
+            Some(w) => w.to_owned(),
+            None => {
+                let mut t = String::new();
+                text::write_addr(family, addr, &mut t);
+                t.push('/');
+                t.push_str(&prefix.to_string());
+                t
+            }
+        };
+        let max = (family.len() * 8) as u32;
+        if prefix > max {
+            return Err(Self::fail(
+                node,
+                EncodeErrorKind::PrefixTooLong {
+                    text: text(),
+                    prefix,
+                    max,
+                },
+            ));
+        }
+        if text::host_bits_set(addr, prefix) {
+            return Err(Self::host_bits(family, addr, prefix, node, text()));
+        }
+        Ok(())
+    }
+
+    /// A host-bits error naming the network `addr/prefix` most likely means.
+    fn host_bits(
+        family: Family,
+        addr: &[u8],
+        prefix: u32,
+        node: &Node<'_>,
+        text: String,
+    ) -> Box<EncodeError> {
+        let mut network = addr.to_vec();
+        text::mask_host_bits(&mut network, prefix);
+        let mut suggestion = String::new();
+        text::write_addr(family, &network, &mut suggestion);
+        suggestion.push('/');
+        suggestion.push_str(&prefix.to_string());
+        Self::fail(node, EncodeErrorKind::HostBitsSet { text, suggestion })
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use super::files::FileError;
 use super::yaml::{Mark, YamlError};
 use crate::btf::{EncodeError, ObjectError};
+use crate::kernel::netns::NetnsNameError;
 use crate::model::Source;
 
 /// One problem in one config file.
@@ -27,17 +28,44 @@ impl fmt::Display for ConfigError {
             None => format!("{}: {}", self.file, self.kind),
         };
         // One error, one line, whatever a file name, key or tag holds (YAML
-        // decodes `%0A` in a tag, and quoted keys may hold any character):
-        // control characters print escaped.
-        for c in text.chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                fmt::Write::write_char(f, c)?;
-            }
-        }
-        Ok(())
+        // decodes `%0A` in a tag, and quoted keys may hold any character).
+        write!(f, "{}", Escaped(&text))
     }
+}
+
+/// Text with its control characters escaped (`\n`, `\u{1b}`): a name that
+/// comes from config or from the kernel (a file, an interface, a
+/// namespace) then prints on one line and cannot drive a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, self.0, false)
+    }
+}
+
+/// [`Escaped`], but newlines stay: for text that is several lines by
+/// design (an error carrying the verifier's log), whose other control
+/// characters (an escape sequence in a name) must still not reach a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct EscapedLines<'a>(pub &'a str);
+
+impl fmt::Display for EscapedLines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, self.0, true)
+    }
+}
+
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str, keep_newlines: bool) -> fmt::Result {
+    for c in text.chars() {
+        if c.is_control() && !(keep_newlines && c == '\n') {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            fmt::Write::write_char(f, c)?;
+        }
+    }
+    Ok(())
 }
 
 impl ConfigError {
@@ -105,6 +133,33 @@ pub enum ErrorKind {
     InterfaceChoice {
         /// The function.
         function: String,
+    },
+    /// An integer setting written as a float (`1e3`, `10.0`).
+    #[error("{field}: {text} is a float, not an integer (write {integer})")]
+    FloatForInteger {
+        /// The setting.
+        field: String,
+        /// As written.
+        text: String,
+        /// The integer it equals (the schema allows only whole numbers here).
+        integer: i128,
+    },
+    /// A `netns:` that can name no namespace.
+    #[error("netns {netns:?}: {reason}")]
+    BadNetns {
+        /// As written.
+        netns: String,
+        /// Why not.
+        #[source]
+        reason: NetnsNameError,
+    },
+    /// An interface name Linux can never create.
+    #[error("interface {name:?} can never exist: {reason}")]
+    ImpossibleInterface {
+        /// The name.
+        name: String,
+        /// What Linux refuses in it.
+        reason: String,
     },
     /// Both or neither of `builtin`/`object`.
     #[error("program: give exactly one of `builtin` or `object`")]
@@ -331,4 +386,22 @@ pub enum ErrorKind {
         /// The function after it.
         next: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_text_stays_on_one_line() {
+        assert_eq!(
+            Escaped("a\nb\tc\u{7f}d\u{1b}é").to_string(),
+            "a\\nb\\tc\\u{7f}d\\u{1b}é"
+        );
+        assert_eq!(Escaped("plain eth0").to_string(), "plain eth0");
+        assert_eq!(
+            EscapedLines("log:\n0: r1\te\u{1b}[0m").to_string(),
+            "log:\n0: r1\\te\\u{1b}[0m"
+        );
+    }
 }

@@ -125,7 +125,7 @@ pub struct ReadRules {
 }
 
 /// What a non-regular file is, for messages.
-fn kind_of(t: fs::FileType) -> &'static str {
+pub fn kind_of(t: fs::FileType) -> &'static str {
     if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
@@ -148,6 +148,16 @@ fn kind_of(t: fs::FileType) -> &'static str {
 /// on the path of each target. A symlink can then only lead where root put
 /// it, and nobody else can swap a file or a dir on the way.
 pub fn resolve(path: &Path, strict: bool) -> Result<(PathBuf, fs::Metadata), FileError> {
+    resolve_noting_links(path, strict, &mut Vec::new())
+}
+
+/// [`resolve`], noting in `links` every symlink followed (where it lives),
+/// also when resolving fails after following some.
+pub fn resolve_noting_links(
+    path: &Path,
+    strict: bool,
+    links: &mut Vec<PathBuf>,
+) -> Result<(PathBuf, fs::Metadata), FileError> {
     let absolute = if path.is_absolute() {
         path.to_owned()
     } else {
@@ -195,6 +205,7 @@ pub fn resolve(path: &Path, strict: bool) -> Result<(PathBuf, fs::Metadata), Fil
                 return Err(FileError::SymlinkLoop { link: next, target });
             }
             push_components(&mut todo, &target);
+            links.push(next.clone());
             followed = Some((next, target));
             continue;
         }

@@ -18,6 +18,7 @@ use crate::btf::{Decoder, Encoder, MapDef, ObjectInfo};
 use crate::builtin::{self, ObjectKind, shape_of_def};
 use crate::desired::{DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin};
 use crate::entries::EntrySet;
+use crate::kernel::netns;
 use crate::layout::CHAIN_MAPS;
 use crate::model::{
     ChainKey, Digest, Hook, Origin, Source, TcAttach, UpdateMode, XdpMode, map_type,
@@ -232,11 +233,111 @@ fn str_of<'n>(node: &'n Node<'_>, key: &str) -> Option<&'n str> {
     node.get(key).and_then(Node::as_str)
 }
 
+/// The integer field `key` of `node`: Some(None) when absent, None when
+/// written as a float (reported). JSON Schema counts `10.0` and `1e3` as
+/// integers, so they pass the schema's type and range checks, but YAML
+/// reads them as floats; they must not fall back to a default unnoticed.
+fn integer_field(ctx: &mut Ctx<'_>, node: &Node<'_>, key: &str) -> Option<Option<i128>> {
+    let Some(field) = node.get(key) else {
+        return Some(None);
+    };
+    let Some(scalar) = field.as_scalar() else {
+        return Some(None); // not a scalar: the schema reported it
+    };
+    match scalar.resolve() {
+        Resolved::Int(i) => Some(Some(i)),
+        Resolved::Float(f) => {
+            ctx.err(
+                field.mark,
+                ErrorKind::FloatForInteger {
+                    field: key.to_owned(),
+                    text: scalar.text.to_string(),
+                    integer: f as i128,
+                },
+            );
+            None
+        }
+        _ => Some(None),
+    }
+}
+
+/// The `netns:` of `node` in its one spelling ([`netns::normalise`]):
+/// Some(None) when absent, None when it can name no namespace (reported).
+fn netns_of(ctx: &mut Ctx<'_>, node: &Node<'_>) -> Option<Option<String>> {
+    let Some(field) = node.get("netns") else {
+        return Some(None);
+    };
+    let written = field.as_str()?;
+    match netns::normalise(written) {
+        Ok(n) => Some(Some(n)),
+        Err(reason) => {
+            ctx.err(
+                field.mark,
+                ErrorKind::BadNetns {
+                    netns: written.to_owned(),
+                    reason,
+                },
+            );
+            None
+        }
+    }
+}
+
+/// Longest interface name Linux takes, in bytes (`IFNAMSIZ` - 1).
+const MAX_INTERFACE_BYTES: usize = 15;
+
+/// Why Linux can never create an interface of this name (its
+/// `dev_valid_name`), if it cannot: a chain on it would wait forever.
+fn impossible_interface(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Some(format!("Linux refuses {name:?} as a name"));
+    }
+    if name.len() > MAX_INTERFACE_BYTES {
+        return Some(format!(
+            "it is {} bytes long, and Linux takes at most {MAX_INTERFACE_BYTES}",
+            name.len()
+        ));
+    }
+    // isspace() in the kernel: the ASCII ones only.
+    let refused = |c: char| {
+        matches!(
+            c,
+            '/' | ':' | '\0' | ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r'
+        )
+    };
+    name.chars()
+        .find(|c| refused(*c))
+        .map(|c| format!("Linux refuses {c:?} in a name"))
+}
+
+/// The interface `node` names, or None (reported) when it is not a name
+/// Linux could ever give an interface.
+fn interface_name<'n>(ctx: &mut Ctx<'_>, node: &'n Node<'_>) -> Option<&'n str> {
+    let name = node.as_str()?;
+    match impossible_interface(name) {
+        None => Some(name),
+        Some(reason) => {
+            ctx.err(
+                node.mark,
+                ErrorKind::ImpossibleInterface {
+                    name: name.to_owned(),
+                    reason,
+                },
+            );
+            None
+        }
+    }
+}
+
 fn chain_setting(ctx: &mut Ctx<'_>, c: &Node<'_>) -> Option<ChainSetting> {
     let hook = Hook::parse(str_of(c, "hook")?)?;
+    let interface = interface_name(ctx, c.get("interface")?)?;
     let key = ChainKey {
-        netns: str_of(c, "netns").map(str::to_owned),
-        interface: str_of(c, "interface")?.to_owned(),
+        netns: netns_of(ctx, c)?,
+        interface: interface.to_owned(),
         hook,
     };
     let xdp_mode = match str_of(c, "xdp_mode") {
@@ -286,14 +387,8 @@ fn chain_setting(ctx: &mut Ctx<'_>, c: &Node<'_>) -> Option<ChainSetting> {
         _ => TcAttach::Auto,
     });
     let tc_first = str_of(c, "tc_position").map(|p| p != "last");
-    let tc_priority = match c
-        .get("tc_priority")
-        .and_then(Node::as_scalar)
-        .map(|s| s.resolve())
-    {
-        Some(Resolved::Int(p)) => u16::try_from(p).ok(),
-        _ => None,
-    };
+    // The schema checked the range.
+    let tc_priority = integer_field(ctx, c, "tc_priority")?.and_then(|p| u16::try_from(p).ok());
     Some(ChainSetting {
         key,
         xdp_mode,
@@ -309,14 +404,9 @@ fn function(ctx: &mut Ctx<'_>, f: &Node<'_>, objects: &mut Objects) -> Entry {
     else {
         return Entry::Functions(Vec::new()); // the schema reported it
     };
-    let interfaces: Vec<&str> = match (f.get("interface"), f.get("interfaces")) {
-        (Some(i), None) => i.as_str().into_iter().collect(),
-        (None, Some(list)) => list
-            .as_sequence()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Node::as_str)
-            .collect(),
+    let interfaces: Vec<&Node<'_>> = match (f.get("interface"), f.get("interfaces")) {
+        (Some(i), None) => vec![i],
+        (None, Some(list)) => list.as_sequence().unwrap_or_default().iter().collect(),
         _ => {
             ctx.err(
                 f.mark,
@@ -327,7 +417,16 @@ fn function(ctx: &mut Ctx<'_>, f: &Node<'_>, objects: &mut Objects) -> Entry {
             return Entry::Functions(Vec::new());
         }
     };
-    let netns = str_of(f, "netns").map(str::to_owned);
+    let interfaces: Vec<Option<&str>> = interfaces
+        .into_iter()
+        .map(|i| interface_name(ctx, i))
+        .collect();
+    let Some(interfaces) = interfaces.into_iter().collect::<Option<Vec<&str>>>() else {
+        return Entry::Functions(Vec::new());
+    };
+    let Some(netns) = netns_of(ctx, f) else {
+        return Entry::Functions(Vec::new());
+    };
     let keys: Vec<ChainKey> = interfaces
         .into_iter()
         .map(|iface| ChainKey {
@@ -336,14 +435,11 @@ fn function(ctx: &mut Ctx<'_>, f: &Node<'_>, objects: &mut Objects) -> Entry {
             hook,
         })
         .collect();
-    let priority = match f
-        .get("priority")
-        .and_then(|p| p.as_scalar())
-        .map(|s| s.resolve())
-    {
-        Some(Resolved::Int(p)) => p as u32,
-        _ => DEFAULT_PRIORITY,
+    // The schema checked the range.
+    let Some(priority) = integer_field(ctx, f, "priority") else {
+        return Entry::Functions(Vec::new());
     };
+    let priority = priority.map_or(DEFAULT_PRIORITY, |p| p as u32);
     let Some(program_node) = f.get("program") else {
         return Entry::Functions(Vec::new());
     };
@@ -947,4 +1043,97 @@ fn map_entries(
             value: vdec,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(text: &str) -> Result<FileDesired, Vec<String>> {
+        let root = crate::config::yaml::parse(text)
+            .expect("YAML")
+            .expect("a document");
+        let rules = ReadRules {
+            max_size: 1 << 20,
+            strict_permissions: true,
+        };
+        let origin = crate::config::origin_of("a.yaml", text.as_bytes());
+        resolve("a.yaml", origin, &root, &mut Objects::default(), &rules)
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn every_spelling_of_a_namespace_is_one_chain() {
+        let function = |name: &str, netns: &str| {
+            format!(
+                "  - {{name: {name}, interface: eth0, netns: \"{netns}\", hook: xdp, program: {{builtin: counter}}}}\n"
+            )
+        };
+        let mut text = "version: 1\nchains:\n  - {interface: eth0, netns: /run/netns//blue/, hook: xdp}\nfunctions:\n".to_owned();
+        for (i, spelling) in [
+            "blue",
+            "/run/netns/blue",
+            "/run/netns/./blue",
+            "/run/netns//blue",
+        ]
+        .iter()
+        .enumerate()
+        {
+            text.push_str(&function(&format!("f{i}"), spelling));
+        }
+        let d = resolved(&text).expect("valid");
+        let blue = Some("blue".to_owned());
+        assert_eq!(d.chains[0].key.netns, blue);
+        assert_eq!(d.functions.len(), 4);
+        assert!(
+            d.functions.iter().all(|(k, _)| k.netns == blue),
+            "{:?}",
+            d.functions
+        );
+        let e = resolved(
+            "version: 1\nchains:\n  - {interface: eth0, netns: netns/blue, hook: xdp}\nfunctions:\n  - {name: a, interface: eth0, netns: .., hook: xdp, program: {builtin: counter}}\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            e,
+            [
+                "a.yaml:3:30: netns \"netns/blue\": a relative path: give a name under /run/netns (no `/`) or an absolute path",
+                "a.yaml:5:39: netns \"..\": \"..\" is not a name under /run/netns (it names a directory)",
+            ]
+        );
+    }
+
+    #[test]
+    fn interface_names_linux_cannot_create_are_named() {
+        for ok in [
+            "eth0",
+            "veth-a.100",
+            "é",
+            "ab\u{1}c",
+            "abcdefghijklmno",
+            "...",
+        ] {
+            assert_eq!(impossible_interface(ok), None, "{ok:?}");
+        }
+        for (name, why) in [
+            ("", "it is empty"),
+            (".", "Linux refuses \".\" as a name"),
+            ("..", "Linux refuses \"..\" as a name"),
+            (
+                "abcdefghijklmnop",
+                "it is 16 bytes long, and Linux takes at most 15",
+            ),
+            (
+                "éééééééé",
+                "it is 16 bytes long, and Linux takes at most 15",
+            ),
+            ("a/b", "Linux refuses '/' in a name"),
+            ("a:1", "Linux refuses ':' in a name"),
+            ("a b", "Linux refuses ' ' in a name"),
+            ("a\u{b}b", "Linux refuses '\\u{b}' in a name"),
+            ("a\0b", "Linux refuses '\\0' in a name"),
+        ] {
+            assert_eq!(impossible_interface(name).as_deref(), Some(why), "{name:?}");
+        }
+    }
 }

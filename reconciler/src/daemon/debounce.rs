@@ -113,11 +113,13 @@ struct Pending {
 
 impl Debouncer {
     /// A debouncer with this quiet window and cap (a cap below the window is
-    /// raised to it).
+    /// raised to it). Both are capped at [`super::MAX_DURATION`], so adding
+    /// them to the clock never overflows.
     pub fn new(quiet: Duration, max_delay: Duration) -> Self {
+        let quiet = quiet.min(super::MAX_DURATION);
         Self {
             quiet,
-            max_delay: max_delay.max(quiet),
+            max_delay: max_delay.min(super::MAX_DURATION).max(quiet),
             pending: None,
         }
     }
@@ -363,6 +365,17 @@ mod tests {
             out[0].1.to_string(),
             "link event: eth0 (netns blue); netns change: /run/netns/blue; rescan: inotify queue overflow"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn huge_windows_are_capped_instead_of_overflowing_the_clock() {
+        let mut d = Debouncer::new(Duration::MAX, Duration::MAX);
+        d.push(file("a.yaml"));
+        assert_eq!(
+            d.deadline(),
+            Some(Instant::now() + super::super::MAX_DURATION)
+        );
+        assert_eq!(d.fire(|_| true), None);
     }
 
     #[test]

@@ -7,13 +7,23 @@
 //! exporter renders and this small HTTP/1.x responder serves: one request
 //! per connection, read with a deadline and a size cap, answered with
 //! `Connection: close`.
+//!
+//! Clients that connect and say nothing (or drip a byte at a time) must not
+//! delay a scrape, however many there are: every connection is accepted at
+//! once, its request head must arrive within [`HEAD_DEADLINE`], and past
+//! [`MAX_CONNECTIONS`] the oldest connection still sending its head is
+//! dropped to make room. A new client is therefore never stuck behind idle
+//! ones in the listen backlog.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
+use tokio::task::{AbortHandle, Id, JoinSet};
 
 use crate::layout::Layout;
 use crate::metrics::Metrics;
@@ -22,39 +32,118 @@ use crate::metrics::Metrics;
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// A request head larger than this is refused.
 const MAX_HEAD: usize = 8 * 1024;
-/// A client gets this long to send its request and read the answer.
+/// A client gets this long to send its request head (Prometheus sends it
+/// right after connecting).
+const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+/// A client gets this long in all, to send its request and read the answer.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 8;
+/// Connections held at once; past this the oldest one still sending its
+/// head (else the oldest) is dropped.
+const MAX_CONNECTIONS: usize = 32;
+
+/// One open connection, oldest first in the queue.
+struct Conn {
+    id: Id,
+    /// Set once the request head has arrived.
+    head_read: Arc<AtomicBool>,
+    abort: AbortHandle,
+}
 
 /// Serves until the runtime shuts down.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, layout: Layout) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Scrapes read the kernel on a blocking thread; one at a time is plenty.
     let render = Arc::new(Mutex::new(()));
+    let mut tasks = JoinSet::new();
+    let mut open: VecDeque<Conn> = VecDeque::new();
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: do not spin.
-                tracing::warn!(error = %e, "metrics: accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "metrics: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(done) = tasks.join_next_with_id() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.retain(|c| c.id != id);
                 continue;
             }
         };
-        let (metrics, layout, render) = (metrics.clone(), layout.clone(), render.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let served =
-                tokio::time::timeout(CLIENT_DEADLINE, answer(stream, &metrics, &layout, &render))
-                    .await;
-            if let Ok(Err(e)) = served {
-                tracing::debug!(error = %e, "metrics: connection failed");
+        if open.len() >= MAX_CONNECTIONS {
+            let victim = open
+                .iter()
+                .position(|c| !c.head_read.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            if let Some(c) = open.remove(victim) {
+                c.abort.abort();
+            }
+        }
+        let head_read = Arc::new(AtomicBool::new(false));
+        let (metrics, layout, render, flag) = (
+            metrics.clone(),
+            layout.clone(),
+            render.clone(),
+            head_read.clone(),
+        );
+        let abort = tasks.spawn(async move {
+            let served = tokio::time::timeout(
+                CLIENT_DEADLINE,
+                answer(stream, &metrics, &layout, &render, &flag),
+            )
+            .await;
+            match served {
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics: connection failed"),
+                Err(_) => tracing::debug!("metrics: a client took too long; dropped"),
+                Ok(Ok(())) => {}
             }
         });
+        open.push_back(Conn {
+            id: abort.id(),
+            head_read,
+            abort,
+        });
+    }
+}
+
+/// Reads a request head (up to the blank line) within [`HEAD_DEADLINE`].
+/// None: the client closed, was too slow, or sent too much (answered).
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let complete =
+        |h: &[u8]| h.windows(4).any(|w| w == b"\r\n\r\n") || h.windows(2).any(|w| w == b"\n\n");
+    let read = tokio::time::timeout(HEAD_DEADLINE, async {
+        while !complete(&head) {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.len() > MAX_HEAD {
+                return Ok(false);
+            }
+        }
+        Ok::<bool, std::io::Error>(true)
+    })
+    .await;
+    match read {
+        Ok(Ok(true)) => Ok(Some(head)),
+        Ok(Ok(false)) if head.len() > MAX_HEAD => {
+            respond(stream, "431 Request Header Fields Too Large", "", "").await?;
+            Ok(None)
+        }
+        Ok(Ok(false)) => Ok(None),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            respond(stream, "408 Request Timeout", "", "").await?;
+            Ok(None)
+        }
     }
 }
 
@@ -63,19 +152,12 @@ async fn answer(
     metrics: &Arc<Metrics>,
     layout: &Layout,
     render: &Mutex<()>,
+    head_read: &AtomicBool,
 ) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_HEAD {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "", "").await;
-        }
-    }
+    let Some(head) = read_head(&mut stream).await? else {
+        return Ok(());
+    };
+    head_read.store(true, Ordering::Relaxed);
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();

@@ -125,21 +125,37 @@ pub fn backoff(attempt: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// Parses a duration such as `200ms`, `5s`, `1m`, `1h` (or plain seconds).
+/// The longest duration flag kfd takes: a week is far past any sensible
+/// quiet window or resync interval, so anything longer is a typo, and
+/// durations near `u64::MAX` would overflow the clock's arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a duration such as `200ms`, `5s`, `1m`, `1h` (or plain seconds),
+/// at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (like 200ms, 5s, 1m)"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
+    let too_long = || format!("{s:?} is longer than a week (168h), the most kfd takes");
+    let n: u64 = num.parse().map_err(|e: std::num::ParseIntError| {
+        if *e.kind() == std::num::IntErrorKind::PosOverflow {
+            too_long()
+        } else {
+            format!("{s:?} is not a duration (like 200ms, 5s, 1m)")
+        }
+    })?;
+    let per_unit_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m or h)")),
     };
+    let d = n
+        .checked_mul(per_unit_ms)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(too_long)?;
     Ok(d)
 }
 
@@ -393,7 +409,9 @@ impl Daemon {
             self.failures = 0;
             self.retry = None;
         }
-        self.resync_at = self.opts.resync.map(|d| now + d);
+        // Options may come from elsewhere than the flags' parser: never
+        // past MAX_DURATION, so the addition cannot overflow.
+        self.resync_at = self.opts.resync.map(|d| now + d.min(MAX_DURATION));
         let status = outcome.status.as_str();
         if !self.ready {
             self.ready = true;
@@ -449,5 +467,21 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("ms").is_err());
+        assert_eq!(parse_duration("168h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("10080m"), Ok(MAX_DURATION));
+        for long in [
+            "604800001ms",
+            "169h",
+            "18446744073709551615ms",
+            "18446744073709551615h",
+            "184467440737095516150",
+        ] {
+            assert_eq!(
+                parse_duration(long),
+                Err(format!(
+                    "{long:?} is longer than a week (168h), the most kfd takes"
+                )),
+            );
+        }
     }
 }

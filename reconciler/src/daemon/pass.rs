@@ -239,7 +239,8 @@ fn report(
     }
     let (mut valid, mut invalid) = (0, 0);
     for (name, st) in &g.config.files {
-        let file = inst.config_dir.join(name).display().to_string();
+        let file = crate::config::error::Escaped(&inst.config_dir.join(name).display().to_string())
+            .to_string();
         match st.describe() {
             None => valid += 1,
             Some(what) => {

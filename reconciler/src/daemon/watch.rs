@@ -11,17 +11,24 @@
 //! A directory that is replaced (renamed over, or deleted and recreated)
 //! takes its watch with it, so [`DirWatch::ensure`] re-watches it when its
 //! inode changes.
+//!
+//! A config dir reached through symlinks (`/etc/kf.d -> releases/current`,
+//! swapped with `ln -sfn` at each release) changes without an event in the
+//! dir watched: the old target stays as it was. So the dir holding each
+//! symlink on the way is watched too, and a change to that symlink means
+//! "re-read everything" (after which `ensure` watches the new target).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::debounce::Change;
-use crate::config::files::is_candidate;
+use crate::config::files::{self, is_candidate};
 
 /// Kubernetes' atomic writer swaps this symlink to update a mounted
 /// ConfigMap; the config files are symlinks through it.
@@ -44,6 +51,9 @@ pub struct DirWatch {
     config_dir: PathBuf,
     /// Watched dirs and the (dev, inode) they had when watched.
     watched: BTreeMap<PathBuf, (u64, u64)>,
+    /// The symlinks on the way to the config dir, shared with the event
+    /// thread: replacing one of them changes what the config dir is.
+    links: Arc<Mutex<BTreeSet<PathBuf>>>,
 }
 
 impl std::fmt::Debug for DirWatch {
@@ -67,8 +77,14 @@ impl DirWatch {
     /// watched dir go to `tx`. Nothing is watched until [`Self::ensure`].
     pub fn new(config_dir: &Path, tx: UnboundedSender<Change>) -> Result<Self, WatchError> {
         let dir = config_dir.to_owned();
+        let links = Arc::new(Mutex::new(BTreeSet::new()));
+        let shared = links.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
-            for change in classify(&dir, res) {
+            let links = shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            for change in classify(&dir, &links, res) {
                 // Fails only once the daemon is shutting down.
                 let _ = tx.send(change);
             }
@@ -81,6 +97,7 @@ impl DirWatch {
             watcher,
             config_dir: config_dir.to_owned(),
             watched: BTreeMap::new(),
+            links,
         })
     }
 
@@ -89,7 +106,17 @@ impl DirWatch {
     /// whether the config dir got a new watch (so events may have been
     /// missed: the caller re-reads it), and the failures.
     pub fn ensure(&mut self, netns_dirs: &BTreeSet<PathBuf>) -> (bool, Vec<WatchError>) {
+        // Where the config dir's path leads may have changed: the symlinks
+        // on it now, and the dirs holding them.
+        let mut links = Vec::new();
+        let _ = files::resolve_noting_links(&self.config_dir, false, &mut links);
+        let link_dirs: BTreeSet<PathBuf> = links
+            .iter()
+            .filter_map(|l| l.parent().map(Path::to_owned))
+            .collect();
+        *self.links.lock().unwrap_or_else(PoisonError::into_inner) = links.into_iter().collect();
         let mut wanted: BTreeSet<&Path> = netns_dirs.iter().map(PathBuf::as_path).collect();
+        wanted.extend(link_dirs.iter().map(PathBuf::as_path));
         wanted.insert(&self.config_dir);
         let mut errors = Vec::new();
         let stale: Vec<PathBuf> = self
@@ -131,8 +158,13 @@ impl DirWatch {
     }
 }
 
-/// What an inotify event means for kfd.
-fn classify(config_dir: &Path, res: notify::Result<Event>) -> Vec<Change> {
+/// What an inotify event means for kfd. `links` are the symlinks on the
+/// way to the config dir (their dirs are watched for them alone).
+fn classify(
+    config_dir: &Path,
+    links: &BTreeSet<PathBuf>,
+    res: notify::Result<Event>,
+) -> Vec<Change> {
     let event = match res {
         Ok(e) => e,
         Err(e) => {
@@ -154,6 +186,11 @@ fn classify(config_dir: &Path, res: notify::Result<Event>) -> Vec<Change> {
     };
     let mut out = Vec::new();
     for path in &event.paths {
+        if links.contains(path) {
+            // A release switch (`ln -sfn`): the config dir is another dir now.
+            out.push(Change::Rescan("a symlink on the config dir's path changed"));
+            continue;
+        }
         if path == config_dir {
             // The dir itself was deleted or moved: its watch is gone.
             out.push(Change::Rescan("the config dir was moved or deleted"));
@@ -162,6 +199,9 @@ fn classify(config_dir: &Path, res: notify::Result<Event>) -> Vec<Change> {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             continue;
         };
+        if links.iter().any(|l| l.parent() == Some(parent)) && parent != config_dir {
+            continue; // another entry beside a symlink on the way
+        }
         let Some(name) = name.to_str() else {
             continue; // not UTF-8: never a config file
         };
@@ -197,7 +237,7 @@ mod tests {
     const DIR: &str = "/etc/kf.d";
 
     fn c(kind: EventKind, paths: &[&str]) -> Vec<Change> {
-        classify(Path::new(DIR), ev(kind, paths))
+        classify(Path::new(DIR), &BTreeSet::new(), ev(kind, paths))
     }
 
     #[test]
@@ -289,8 +329,39 @@ mod tests {
         );
         let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
         assert_eq!(
-            classify(Path::new(DIR), Ok(overflow)),
+            classify(Path::new(DIR), &BTreeSet::new(), Ok(overflow)),
             [Change::Rescan("inotify queue overflow")]
+        );
+    }
+
+    #[test]
+    fn a_swapped_symlink_on_the_way_to_the_config_dir_is_a_rescan() {
+        // /etc/kf.d -> /srv/app/current/kf.d, /srv/app/current -> releases/7
+        let links: BTreeSet<PathBuf> = ["/etc/kf.d", "/srv/app/current"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let c = |kind, path: &str| classify(Path::new(DIR), &links, ev(kind, &[path]));
+        let swapped = [Change::Rescan("a symlink on the config dir's path changed")];
+        // `ln -sfn` renames a new symlink over the old one.
+        let moved_to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert_eq!(c(moved_to, "/etc/kf.d"), swapped);
+        assert_eq!(c(moved_to, "/srv/app/current"), swapped);
+        assert_eq!(
+            c(EventKind::Create(CreateKind::File), "/srv/app/current"),
+            swapped
+        );
+        assert_eq!(
+            c(EventKind::Remove(RemoveKind::File), "/srv/app/current"),
+            swapped
+        );
+        // The rest of those dirs is not kfd's business.
+        assert!(c(EventKind::Create(CreateKind::File), "/etc/passwd").is_empty());
+        assert!(c(moved_to, "/srv/app/releases").is_empty());
+        // Files in the config dir still count.
+        assert_eq!(
+            c(moved_to, "/etc/kf.d/10-a.yaml"),
+            [Change::File("10-a.yaml".into())]
         );
     }
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 use super::netlink::{self, BpfFilter, ClsactSide, NetlinkError};
 use super::netns::{self, NetnsError};
 use super::sys::{self, SysError};
+use crate::config::error::Escaped;
 
 /// The handle of kfd's clsact filter ("kfd" in ASCII): how kfd knows its own.
 pub const FILTER_HANDLE: u32 = 0x006b_6664;
@@ -28,13 +29,13 @@ pub enum TcError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     /// The interface does not exist (in that namespace).
-    #[error("interface {interface} does not exist")]
+    #[error("interface {} does not exist", Escaped(.interface))]
     NoInterface {
         /// Interface name.
         interface: String,
     },
     /// BPF_LINK_CREATE (TCX) failed.
-    #[error("attaching a TCX link to {interface}: {source}")]
+    #[error("attaching a TCX link to {}: {source}", Escaped(.interface))]
     Tcx {
         /// Interface name.
         interface: String,
@@ -43,7 +44,7 @@ pub enum TcError {
         source: SysError,
     },
     /// A netlink request (clsact) failed.
-    #[error("{op} on {interface}: {source}")]
+    #[error("{op} on {}: {source}", Escaped(.interface))]
     Netlink {
         /// What was being done.
         op: &'static str,
@@ -173,6 +174,28 @@ pub fn our_filter(
         Ok(filters
             .into_iter()
             .find(|f| f.handle == FILTER_HANDLE && f.kind == "bpf"))
+    })?
+}
+
+/// kfd's filter running `prog_id` on a side of any interface of the
+/// namespace, with that interface's index and name: where a chain's
+/// clsact root is when its interface was renamed.
+pub fn find_our_filter(
+    netns: Option<&Path>,
+    dir: Direction,
+    prog_id: u32,
+) -> Result<Option<(u32, String, BpfFilter)>, TcError> {
+    netns::run_in(netns, || {
+        for (ifindex, name) in netns::interfaces() {
+            let filters =
+                netlink::list_filters(ifindex, dir.side()).map_err(nl("listing filters", &name))?;
+            if let Some(f) = filters.into_iter().find(|f| {
+                f.handle == FILTER_HANDLE && f.kind == "bpf" && f.prog_id == Some(prog_id)
+            }) {
+                return Ok(Some((ifindex, name, f)));
+            }
+        }
+        Ok(None)
     })?
 }
 

@@ -12,6 +12,7 @@ use aya_obj::generated::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 use super::netlink::{self, NetlinkError, XdpAttachment};
 use super::netns::{self, NetnsError};
 use super::sys::{self, SysError};
+use crate::config::error::Escaped;
 pub use crate::model::XdpMode;
 
 /// XDP attach errors, naming the interface.
@@ -21,7 +22,7 @@ pub enum XdpError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     /// The interface does not exist (in that namespace).
-    #[error("interface {interface} does not exist{}", in_ns(.netns))]
+    #[error("interface {} does not exist{}", Escaped(.interface), in_ns(.netns))]
     NoInterface {
         /// Interface name.
         interface: String,
@@ -30,9 +31,11 @@ pub enum XdpError {
     },
     /// Another program holds the interface's XDP hook.
     #[error(
-        "interface {interface}{} already runs XDP program id {prog_id} ({name}) that kfd does not own; \
-         kfd will not replace it (detach it first, e.g. `ip link set dev {interface} xdp off`)",
-        in_ns(.netns)
+        "interface {}{} already runs XDP program id {prog_id} ({name}) that kfd does not own; \
+         kfd will not replace it (detach it first, e.g. `ip link set dev {} xdp off`)",
+        Escaped(.interface),
+        in_ns(.netns),
+        Escaped(.interface)
     )]
     Foreign {
         /// Interface name.
@@ -45,7 +48,7 @@ pub enum XdpError {
         name: String,
     },
     /// Netlink failed.
-    #[error("querying interface {interface}: {source}")]
+    #[error("querying interface {}: {source}", Escaped(.interface))]
     Netlink {
         /// Interface name.
         interface: String,
@@ -54,7 +57,7 @@ pub enum XdpError {
         source: NetlinkError,
     },
     /// BPF_LINK_CREATE failed.
-    #[error("attaching to {interface}{} in {mode} mode: {source}", in_ns(.netns))]
+    #[error("attaching to {}{} in {mode} mode: {source}", Escaped(.interface), in_ns(.netns))]
     Attach {
         /// Interface name.
         interface: String,
@@ -71,7 +74,7 @@ pub enum XdpError {
 fn in_ns(netns: &Option<String>) -> String {
     netns
         .as_ref()
-        .map(|n| format!(" (netns {n})"))
+        .map(|n| format!(" (netns {})", Escaped(n)))
         .unwrap_or_default()
 }
 
@@ -95,6 +98,24 @@ pub fn query(netns: Option<&Path>, interface: &str) -> Result<Option<InterfaceXd
             source,
         })?;
         Ok(Some(InterfaceXdp { ifindex, attached }))
+    })?
+}
+
+/// The name and XDP programs of the interface with index `ifindex`, if it
+/// exists: where a chain's link points when its interface was renamed.
+pub fn query_index(
+    netns: Option<&Path>,
+    ifindex: u32,
+) -> Result<Option<(String, XdpAttachment)>, XdpError> {
+    netns::run_in(netns, || {
+        let Some(name) = netns::ifname(ifindex) else {
+            return Ok(None);
+        };
+        let attached = netlink::xdp_attachment(ifindex).map_err(|source| XdpError::Netlink {
+            interface: name.clone(),
+            source,
+        })?;
+        Ok(Some((name, attached)))
     })?
 }
 

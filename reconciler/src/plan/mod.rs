@@ -57,6 +57,12 @@ impl Plan {
             .all(|c| c.actions.is_empty() && c.blocked.is_none())
     }
 
+    /// Whether a chain is blocked by an error (not just waiting for its
+    /// interface): `plan` then exits 1, as for a config error.
+    pub fn has_errors(&self) -> bool {
+        self.blocked().any(|(_, b)| b.is_error())
+    }
+
     /// Chains that cannot be converged, with the reason.
     pub fn blocked(&self) -> impl Iterator<Item = (&ChainKey, &Blocked)> {
         self.chains
@@ -121,6 +127,14 @@ pub enum Blocked {
         /// The one after it.
         next: String,
     },
+}
+
+impl Blocked {
+    /// Whether this is an error someone must fix, rather than a wait for an
+    /// interface to appear.
+    pub fn is_error(&self) -> bool {
+        !matches!(self, Blocked::InterfaceMissing)
+    }
 }
 
 /// A function kept exactly as it is live.

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::{Action, Blocked, ChainPlan, LoadReason, Plan, SlotChange, group};
+use crate::config::error::Escaped;
 use crate::desired::{DesiredState, EntryFormat, HexFormat};
 use crate::model::ChainKey;
 
@@ -33,10 +34,10 @@ pub fn blocked_message(key: &ChainKey, b: &Blocked) -> String {
     match b {
         Blocked::InterfaceMissing => format!(
             "interface {} does not exist{}: chain not converged",
-            key.interface,
+            Escaped(&key.interface),
             key.netns
                 .as_ref()
-                .map(|n| format!(" in netns {n}"))
+                .map(|n| format!(" in netns {}", Escaped(n)))
                 .unwrap_or_default()
         ),
         Blocked::InterfaceUnknown { error } => format!(
@@ -49,7 +50,8 @@ pub fn blocked_message(key: &ChainKey, b: &Blocked) -> String {
         Blocked::ForeignProgram { prog_id } => format!(
             "{} already runs program id {prog_id}, which kfd does not own: kfd will not replace it \
              (detach it first, e.g. `ip link set dev {} xdp off`)",
-            key, key.interface
+            key,
+            Escaped(&key.interface)
         ),
         Blocked::TooManyFunctions { count } => format!(
             "{count} functions on {key}: a chain holds at most {}",
@@ -317,7 +319,7 @@ fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
                 let _ = writeln!(
                     out,
                     "  + attach root to {} ({how}){}",
-                    c.key.interface,
+                    Escaped(&c.key.interface),
                     if *replace {
                         " [replacing a defunct or mismatched link]"
                     } else {

@@ -71,12 +71,36 @@ fn lpm_v4_keys() {
         ok(&key, "{prefixlen: 24, addr: 192.0.2.0}"),
         [24, 0, 0, 0, 192, 0, 2, 0]
     );
-    // The mapping form is the plain struct rule: no host-bit check.
-    assert_eq!(
-        ok(&key, "{prefixlen: 24, addr: 192.0.2.1}"),
-        [24, 0, 0, 0, 192, 0, 2, 1]
-    );
     assert_eq!(ok(&key, "0x18000000c0000200"), [24, 0, 0, 0, 192, 0, 2, 0]);
+    assert_eq!(ok(&key, "0x2000000001020304"), [32, 0, 0, 0, 1, 2, 3, 4]);
+    assert_eq!(ok(&key, "{prefixlen: 0, addr: 0.0.0.0}"), [0; 8]);
+    // Hex and the mapping form get the CIDR text's checks, with its messages:
+    // the kernel refuses a prefix past 32 bits, and host bits make a second
+    // key for the kernel's one entry (plan would never be in sync).
+    assert_eq!(
+        msg(&key, "0x18000000c0000201"),
+        "key: host bits set in 0x18000000c0000201 (did you mean 192.0.2.0/24?)"
+    );
+    assert_eq!(
+        msg(&key, "0xff000000c0000200"),
+        "key: prefix length 255 is longer than the 32 bits of the address in 0xff000000c0000200"
+    );
+    assert_eq!(
+        msg(&key, "0x21000000c0000200"),
+        "key: prefix length 33 is longer than the 32 bits of the address in 0x21000000c0000200"
+    );
+    assert_eq!(
+        msg(&key, "{prefixlen: 24, addr: 192.0.2.1}"),
+        "key: host bits set in 192.0.2.1/24 (did you mean 192.0.2.0/24?)"
+    );
+    assert_eq!(
+        msg(&key, "{prefixlen: 255, addr: 192.0.2.0}"),
+        "key: prefix length 255 is longer than the 32 bits of the address in 192.0.2.0/255"
+    );
+    assert_eq!(
+        msg(&key, "{addr: 192.0.2.1}"),
+        "key: host bits set in 192.0.2.1/0 (did you mean 0.0.0.0/0?)"
+    );
     assert_eq!(
         msg(&key, "192.0.2.1/24"),
         "key: host bits set in 192.0.2.1/24 (did you mean 192.0.2.0/24?)"
@@ -140,6 +164,25 @@ fn lpm_v6_keys() {
     assert_eq!(
         ok(&key, "{prefixlen: 128, addr: \"::ffff:192.0.2.1\"}"),
         ok(&key, "\"::ffff:192.0.2.1/128\"")
+    );
+    let hex = |prefix: u8, addr: &str| format!("0x{prefix:02x}000000{addr}");
+    assert_eq!(
+        ok(&key, &hex(32, "20010db8000000000000000000000000")),
+        ok(&key, "2001:db8::/32")
+    );
+    assert_eq!(
+        msg(&key, &hex(32, "20010db8000000000000000000000001")),
+        "key: host bits set in 0x2000000020010db8000000000000000000000001 \
+         (did you mean 2001:db8::/32?)"
+    );
+    assert_eq!(
+        msg(&key, &hex(129, "00000000000000000000000000000000")),
+        "key: prefix length 129 is longer than the 128 bits of the address in \
+         0x8100000000000000000000000000000000000000"
+    );
+    assert_eq!(
+        msg(&key, "{prefixlen: 32, addr: \"2001:db8:8000::\"}"),
+        "key: host bits set in 2001:db8:8000::/32 (did you mean 2001:db8::/32?)"
     );
 }
 
