@@ -387,6 +387,7 @@ mod tests {
             mode: Some("generic".into()),
             priority: None,
             revision: 1,
+            error: None,
             functions: vec![
                 FunctionStatus {
                     slot: 0,

@@ -40,6 +40,9 @@ pub struct ChainStatus {
     pub revision: u32,
     /// Functions in run order.
     pub functions: Vec<FunctionStatus>,
+    /// Why the chain's pins could not be read (it is then left as it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One function's status.
@@ -170,6 +173,23 @@ pub fn collect(layout: &Layout, observed: &ObservedState) -> Result<Vec<ChainSta
             mode,
             revision: chain.active_rev,
             functions,
+            error: None,
+        });
+    }
+    // Chains that cannot be read come last, with why.
+    for (key, error) in &observed.unreadable {
+        out.push(ChainStatus {
+            interface: key.interface.clone(),
+            hook: key.hook.to_string(),
+            netns: key.netns.clone(),
+            attached: false,
+            ifindex: None,
+            renamed_to: None,
+            mode: None,
+            priority: None,
+            revision: 0,
+            functions: Vec::new(),
+            error: Some(error.clone()),
         });
     }
     Ok(out)
@@ -291,6 +311,20 @@ pub fn render_text(chains: &[ChainStatus]) -> String {
         out.push_str("no chains\n");
     }
     for c in chains {
+        if let Some(e) = &c.error {
+            let _ = writeln!(
+                out,
+                "{} {}{}: cannot be read ({}); left as it is",
+                Escaped(&c.interface),
+                c.hook,
+                c.netns
+                    .as_ref()
+                    .map(|n| format!(" (netns {})", Escaped(n)))
+                    .unwrap_or_default(),
+                Escaped(e)
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "{} {}{}: {} (revision {})",

@@ -805,3 +805,49 @@ fn a_renamed_interface_keeps_its_chains_and_status_says_so() {
         assert_eq!(c["renamed_to"], serde_json::Value::Null, "{c}");
     }
 }
+
+#[test]
+fn a_chain_whose_pins_cannot_be_read_is_left_alone_and_the_others_converge() {
+    let env = test_env!();
+    let mut w = World::new(env);
+    // The TC chain's control map is swapped for a pin of a program.
+    let tc = w.env.chain_dir_of("tc-ingress", &w.env.if_b, &w.env.ns_b);
+    let ctl = tc.join("kf_ctl");
+    fs::remove_file(&ctl).expect("rm kf_ctl");
+    sh(&[
+        "bpftool",
+        "prog",
+        "pin",
+        "pinned",
+        tc.join("root").to_str().expect("utf8"),
+        ctl.to_str().expect("utf8"),
+    ]);
+    let tc_pins = kfd_tests::pins_under(&tc);
+    // The XDP chain still converges a change.
+    w.env
+        .write(EDGE, &w.edge(&["203.0.113.0/24", "192.0.2.9/32"]));
+    w.env.write(OTHER, &w.other(5));
+    let r = w.env.kfd(&["apply"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("its pins cannot be read (reading ")
+            && r.stderr.contains("the chain is left as it is"),
+        "{r:?}"
+    );
+    assert_eq!(w.env.deny_v4("bl").map(|d| d.len()), Some(2), "{r:?}");
+    w.filters("one chain unreadable");
+    // Nothing of the unreadable chain was touched, and status says why.
+    assert_eq!(kfd_tests::pins_under(&tc), tc_pins);
+    let st = w.env.kfd(&["status"]);
+    assert!(
+        st.stdout.contains("tc-ingress") && st.stdout.contains("cannot be read ("),
+        "{st:?}"
+    );
+    assert_eq!(w.env.kfd(&["plan"]).code, 1);
+    // Its bad pin removed, the chain is rebuilt.
+    fs::remove_file(&ctl).expect("rm");
+    let r = w.env.kfd(&["apply"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(w.other_entries(), 6);
+    assert_eq!(w.env.kfd(&["plan"]).code, 0);
+}
