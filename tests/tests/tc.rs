@@ -195,6 +195,9 @@ impl ForeignTcx {
             kind: ProgKind::Classifier,
             pinned: Vec::new(),
             globals: Vec::new(),
+            frags: false,
+            sizes: Vec::new(),
+            mode: loader::Mode::Pin,
         })
         .expect("load foreign program");
         let ns = netns::netns_path(&env.ns_b);

@@ -175,6 +175,9 @@ impl<'a> ChainRun<'a> {
             kind: prog_kind(self.key.hook),
             pinned,
             globals: Vec::new(),
+            frags: false,
+            sizes: Vec::new(),
+            mode: loader::Mode::Pin,
         })?;
         hit("after-load");
         hit("before-pin");
@@ -274,6 +277,9 @@ impl<'a> ChainRun<'a> {
             kind: prog_kind(self.key.hook),
             pinned,
             globals,
+            frags: false,
+            sizes: Vec::new(),
+            mode: loader::Mode::Pin,
         })?;
         hit("after-load");
 

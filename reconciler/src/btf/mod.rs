@@ -5,8 +5,11 @@
 //! - [`encode`]: YAML config values → key/value/global bytes ([`Encoder`]); its
 //!   module documentation is the contract of how config values are written.
 //! - [`decode`]: bytes → YAML flow text for display ([`Decoder`]).
+//! - [`elfpatch`]: a copy of an object with the section names aya-obj
+//!   refuses renamed, so libbpf-style objects load unchanged.
 
 pub mod decode;
+pub mod elfpatch;
 pub mod encode;
 mod layout;
 pub mod object;

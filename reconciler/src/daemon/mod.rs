@@ -385,9 +385,14 @@ impl Daemon {
             self.debouncer
                 .push(Change::Rescan("the config dir is watched again"));
         }
+        let mut links_failed = false;
         if let Some(wanted) = &outcome.links {
             for e in self.links.update(wanted) {
-                warn!(error = %e, "link notifications unavailable; the resync will catch interface changes");
+                // `ip netns add` creates the file before it mounts the
+                // namespace on it, and the mount is no inotify event: try
+                // again soon rather than wait for the resync.
+                links_failed = true;
+                warn!(error = %e, "link notifications unavailable; retrying");
             }
             self.netns_files = wanted
                 .keys()
@@ -396,7 +401,7 @@ impl Daemon {
                 .collect();
         }
         let now = Instant::now();
-        if outcome.retry {
+        if outcome.retry || links_failed {
             self.failures += 1;
             let delay = backoff(self.failures);
             info!(

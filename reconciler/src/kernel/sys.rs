@@ -122,8 +122,29 @@ pub struct MapCreate<'a> {
     pub map_flags: u32,
 }
 
+/// The BTF types of a new map's key and value, in a loaded BTF object.
+#[derive(Debug, Clone, Copy)]
+pub struct MapBtf<'a> {
+    /// The loaded BTF.
+    pub btf: BorrowedFd<'a>,
+    /// The key's type id.
+    pub key_type_id: u32,
+    /// The value's type id.
+    pub value_type_id: u32,
+}
+
 /// Creates a map. `inner` is the template map for map-in-map types.
 pub fn map_create(spec: &MapCreate<'_>, inner: Option<BorrowedFd<'_>>) -> SysResult<OwnedFd> {
+    map_create_typed(spec, inner, None)
+}
+
+/// [`map_create`] with the key and value's BTF types (so bpftool and the
+/// kernel's checks of spin locks and timers know them).
+pub fn map_create_typed(
+    spec: &MapCreate<'_>,
+    inner: Option<BorrowedFd<'_>>,
+    btf: Option<MapBtf<'_>>,
+) -> SysResult<OwnedFd> {
     let mut attr = zeroed_attr();
     // SAFETY (union access): writing the map-create member of a zeroed union.
     let a = unsafe { &mut attr.__bindgen_anon_1 };
@@ -134,6 +155,11 @@ pub fn map_create(spec: &MapCreate<'_>, inner: Option<BorrowedFd<'_>>) -> SysRes
     a.map_flags = spec.map_flags;
     if let Some(inner) = inner {
         a.inner_map_fd = raw(inner);
+    }
+    if let Some(b) = btf {
+        a.btf_fd = raw(b.btf);
+        a.btf_key_type_id = b.key_type_id;
+        a.btf_value_type_id = b.value_type_id;
     }
     for (dst, src) in a
         .map_name
@@ -593,6 +619,129 @@ fn parse_cpu_list(s: &str) -> Option<usize> {
 /// Borrow helper for callers holding an `OwnedFd`.
 pub fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
     fd.as_fd()
+}
+
+/// Makes a map read-only for user space (`.rodata` once filled).
+pub fn map_freeze(fd: BorrowedFd<'_>) -> SysResult<()> {
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_2.map_fd = raw(fd);
+    bpf(bpf_cmd::BPF_MAP_FREEZE, &mut attr, "BPF_MAP_FREEZE").map(drop)
+}
+
+/// A refused `bpf()` load, with what the kernel's log said.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Refused {
+    /// The syscall's failure.
+    pub error: SysError,
+    /// The kernel's log (the verifier's, for a program), possibly empty.
+    pub log: String,
+}
+
+/// Runs a load command, first without a log (it is costly), then, if it
+/// fails, again with a growing log buffer so the refusal can be explained.
+fn load_with_log(
+    mut attempt: impl FnMut(Option<&mut Vec<u8>>) -> SysResult<OwnedFd>,
+) -> Result<OwnedFd, Refused> {
+    let first = match attempt(None) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
+    let mut size = 1 << 20;
+    loop {
+        let mut log = vec![0u8; size];
+        match attempt(Some(&mut log)) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.errno() == Some(libc::ENOSPC) && size < 1 << 26 => size *= 4,
+            Err(e) => {
+                let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+                let log = String::from_utf8_lossy(&log[..end]).into_owned();
+                // The first error is the load's own; the retry's is the same
+                // unless the log made it fail differently.
+                let error = if e.errno() == first.errno() { e } else { first };
+                return Err(Refused { error, log });
+            }
+        }
+    }
+}
+
+/// Loads BTF (`BPF_BTF_LOAD`).
+pub fn btf_load(bytes: &[u8]) -> Result<OwnedFd, Refused> {
+    load_with_log(|log| {
+        let mut attr = zeroed_attr();
+        // SAFETY (union access): writing the BTF-load member of a zeroed union.
+        let a = unsafe { &mut attr.__bindgen_anon_7 };
+        a.btf = bytes.as_ptr() as u64;
+        a.btf_size = bytes.len() as u32;
+        if let Some(log) = log {
+            a.btf_log_buf = log.as_mut_ptr() as u64;
+            a.btf_log_size = log.len() as u32;
+            a.btf_log_level = 1;
+        }
+        bpf(bpf_cmd::BPF_BTF_LOAD, &mut attr, "BPF_BTF_LOAD").map(fd_from_ret)
+    })
+}
+
+/// What `BPF_PROG_LOAD` gets.
+#[derive(Debug)]
+pub struct ProgLoad<'a> {
+    /// `BPF_PROG_TYPE_*`.
+    pub prog_type: u32,
+    /// `BPF_*` attach type the program expects (0: none).
+    pub expected_attach_type: u32,
+    /// `BPF_F_*` program flags (e.g. `BPF_F_XDP_HAS_FRAGS`).
+    pub flags: u32,
+    /// The name the kernel shows (truncated to 15 bytes).
+    pub name: &'a str,
+    /// The instructions (8 bytes each), as the kernel's `struct bpf_insn`.
+    pub insns: &'a [u8],
+    /// The license, NUL-terminated.
+    pub license: &'a std::ffi::CStr,
+    /// The program's BTF, with its func_info and line_info records
+    /// (`struct bpf_func_info`, `struct bpf_line_info`: 8 and 16 bytes).
+    pub btf: Option<(BorrowedFd<'a>, &'a [u8], &'a [u8])>,
+}
+
+/// Loads a program (`BPF_PROG_LOAD`); a refusal carries the verifier's log.
+pub fn prog_load(p: &ProgLoad<'_>) -> Result<OwnedFd, Refused> {
+    load_with_log(|log| {
+        let mut attr = zeroed_attr();
+        // SAFETY (union access): writing the prog-load member of a zeroed union.
+        let a = unsafe { &mut attr.__bindgen_anon_3 };
+        a.prog_type = p.prog_type;
+        a.expected_attach_type = p.expected_attach_type;
+        a.prog_flags = p.flags;
+        a.insns = p.insns.as_ptr() as u64;
+        a.insn_cnt = (p.insns.len() / 8) as u32;
+        a.license = p.license.as_ptr() as u64;
+        for (dst, src) in a.prog_name.iter_mut().zip(
+            p.name
+                .bytes()
+                .filter(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
+                .take(15),
+        ) {
+            *dst = src as libc::c_char;
+        }
+        if let Some((btf, func_info, line_info)) = p.btf {
+            a.prog_btf_fd = raw(btf);
+            if !func_info.is_empty() {
+                a.func_info = func_info.as_ptr() as u64;
+                a.func_info_cnt = (func_info.len() / 8) as u32;
+                a.func_info_rec_size = 8;
+            }
+            if !line_info.is_empty() {
+                a.line_info = line_info.as_ptr() as u64;
+                a.line_info_cnt = (line_info.len() / 16) as u32;
+                a.line_info_rec_size = 16;
+            }
+        }
+        if let Some(log) = log {
+            a.log_buf = log.as_mut_ptr() as u64;
+            a.log_size = log.len() as u32;
+            a.log_level = 1;
+        }
+        bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr, "BPF_PROG_LOAD").map(fd_from_ret)
+    })
 }
 
 /// The running kernel's (major, minor) version, from uname(2).

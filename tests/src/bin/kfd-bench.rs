@@ -192,6 +192,9 @@ fn compare(env: &Env, case: &Case, pkt: &[u8]) {
         kind: case.kind,
         pinned: Vec::new(),
         globals: Vec::new(),
+        frags: false,
+        sizes: Vec::new(),
+        mode: loader::Mode::Pin,
     })
     .expect("load monolithic");
     // The same entries as the chain's config maps.
@@ -286,6 +289,9 @@ fn floor(pkt: &[u8], kind: ProgKind, what: Floor) {
                 kind,
                 pinned,
                 globals,
+                frags: false,
+                sizes: Vec::new(),
+                mode: loader::Mode::Pin,
             })
             .expect("load")
         };
