@@ -214,6 +214,7 @@ fn desired_state(input: &Input) -> DesiredState {
                 program: Arc::new(ProgramImage {
                     origin: ProgramOrigin::Builtin("fuzz".into()),
                     symbol: "fuzz".into(),
+                    frags: false,
                     bytes: Arc::from(&b""[..]),
                     digest: [f.code % 4; 32],
                     uses_abi: f.abi,
@@ -244,6 +245,7 @@ fn desired_state(input: &Input) -> DesiredState {
                 },
                 settings: None,
                 functions,
+                frags: false,
                 held: BTreeMap::new(),
             },
         );

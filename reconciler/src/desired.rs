@@ -31,6 +31,9 @@ pub struct DesiredChain {
     pub settings: Option<Source>,
     /// Functions sorted by (priority, name): the order packets see them.
     pub functions: Vec<DesiredFunction>,
+    /// XDP: the chain's programs handle multi-buffer packets (every
+    /// function's section is `xdp.frags`), so the root is loaded so too.
+    pub frags: bool,
     /// Live functions to keep exactly as they are, by name: what the config
     /// asks of them is unknown or cannot be built right now. A pass never
     /// unloads, reloads or rewrites them, and leaves the chain's order alone.
@@ -45,6 +48,7 @@ impl DesiredChain {
             tc: TcSettings::default(),
             settings: None,
             functions: Vec::new(),
+            frags: false,
             held: BTreeMap::new(),
         }
     }
@@ -148,6 +152,8 @@ pub struct ProgramImage {
     pub origin: ProgramOrigin,
     /// The program (function symbol) to load from the object.
     pub symbol: String,
+    /// XDP: the program handles multi-buffer packets (`SEC("xdp.frags")`).
+    pub frags: bool,
     /// The ELF object.
     pub bytes: Arc<[u8]>,
     /// SHA-256 over the object and the program name: a change means a program swap.
@@ -168,6 +174,7 @@ impl ProgramImage {
         ProgramImage {
             origin: other.origin.clone(),
             symbol: other.symbol.clone(),
+            frags: other.frags,
             bytes: other.bytes.clone(),
             digest: other.digest,
             uses_abi: other.uses_abi,

@@ -297,9 +297,12 @@ fn down_leaves_no_pin_link_or_program() {
     assert_eq!(down.code, 0, "{down:?}");
     assert!(!env.bpffs.exists(), "bpffs root removed");
     assert!(env.xdp_prog_ids().is_empty(), "root detached");
-    // The kernel frees objects once unreferenced (after an RCU grace period).
+    // The kernel frees objects once unreferenced, after an RCU grace period;
+    // with lazy RCU (CONFIG_RCU_LAZY, this kernel's default) that callback
+    // may wait up to 10 s, so the test flushes it (rcu_barrier) first, and
+    // then gives the deferred work time.
+    kfd_tests::flush_rcu();
     let gone = |ids: &[u32], live: &[u32]| ids.iter().all(|id| !live.contains(id));
-    // Freeing is deferred work: give a busy machine 10 s.
     let all_gone = (0..500).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
         gone(&prog_ids, &sys::prog_ids().expect("prog ids"))
@@ -321,7 +324,17 @@ fn down_leaves_no_pin_link_or_program() {
                 id,
                 sys::map_fd_by_id(*id)
                     .and_then(|fd| sys::map_info(std::os::fd::AsFd::as_fd(&fd)))
-                    .map(|i| (i.name, i.map_type))
+                    .map(|i| (i.name, i.map_type)),
+                // Who still uses it.
+                sys::prog_ids()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| {
+                        let fd = sys::prog_fd_by_id(p).ok()?;
+                        let info = sys::prog_info(std::os::fd::AsFd::as_fd(&fd)).ok()?;
+                        info.map_ids.contains(id).then_some((p, info.name))
+                    })
+                    .collect::<Vec<_>>(),
             ))
             .collect::<Vec<_>>()
     );

@@ -46,12 +46,14 @@ pub enum ApplyError {
         what: String,
     },
     /// A function failed to build or go live.
-    #[error("function {function} ({source_at}): {error}")]
+    #[error("function {function} ({source_at}, object {object}): {error}")]
     Function {
         /// The function.
         function: String,
         /// Where it is defined.
         source_at: Source,
+        /// Its object (a path, or `builtin:NAME`).
+        object: String,
         /// What failed.
         #[source]
         error: Box<ApplyError>,

@@ -48,6 +48,7 @@ impl<'a> ChainRun<'a> {
                     .map_err(|e| ApplyError::Function {
                         function: f.name.clone(),
                         source_at: f.source.clone(),
+                        object: f.program.origin.to_string(),
                         error: Box::new(e),
                     })
             }
@@ -81,6 +82,7 @@ impl<'a> ChainRun<'a> {
                 self.write_entries(function, map, &diff.upserts, &diff.deletes)
                     .map_err(|e| ApplyError::Function {
                         function: f.name.clone(),
+                        object: f.program.origin.to_string(),
                         source_at: f
                             .maps
                             .get(map)
@@ -98,6 +100,7 @@ impl<'a> ChainRun<'a> {
                 self.swap_map(function, map, entries)
                     .map_err(|e| ApplyError::Function {
                         function: f.name.clone(),
+                        object: f.program.origin.to_string(),
                         source_at: f
                             .maps
                             .get(map)
@@ -175,7 +178,7 @@ impl<'a> ChainRun<'a> {
             kind: prog_kind(self.key.hook),
             pinned,
             globals: Vec::new(),
-            frags: false,
+            frags: self.frags(),
             sizes: Vec::new(),
             mode: loader::Mode::Pin,
         })?;
@@ -189,6 +192,9 @@ impl<'a> ChainRun<'a> {
         })?;
         hit("after-pin");
         self.root = Some(loaded.prog);
+        if self.frags() {
+            self.write_chain_meta(false, true)?;
+        }
         self.write_ctl(0)
     }
 
@@ -277,7 +283,7 @@ impl<'a> ChainRun<'a> {
             kind: prog_kind(self.key.hook),
             pinned,
             globals,
-            frags: false,
+            frags: f.program.frags,
             sizes: Vec::new(),
             mode: loader::Mode::Pin,
         })?;
@@ -678,7 +684,7 @@ impl<'a> ChainRun<'a> {
                 )?;
                 let was_created = self.observed.is_some_and(|c| c.clsact_created);
                 if created || was_created {
-                    self.write_chain_meta(true)?;
+                    self.write_chain_meta(true, self.frags())?;
                 }
                 self.undo.push(match previous {
                     Some(prog) => Undo::Refilter { priority, prog },
@@ -698,7 +704,12 @@ impl<'a> ChainRun<'a> {
         Ok(())
     }
 
-    fn write_chain_meta(&self, clsact_created: bool) -> Result<(), ApplyError> {
+    /// XDP: whether this chain's root handles multi-buffer packets.
+    fn frags(&self) -> bool {
+        self.desired.is_some_and(|d| d.frags)
+    }
+
+    fn write_chain_meta(&self, clsact_created: bool, frags: bool) -> Result<(), ApplyError> {
         let path = self.layout.chain_meta(self.key);
         let map = match ByteMap::from_pin(&path) {
             Ok(m) => m,
@@ -719,8 +730,11 @@ impl<'a> ChainRun<'a> {
                 m
             }
         };
-        map.update(&0u32.to_ne_bytes(), &chain_meta_bytes(clsact_created))
-            .map_err(|source| map_err(&path, source))
+        map.update(
+            &0u32.to_ne_bytes(),
+            &chain_meta_bytes(clsact_created, frags),
+        )
+        .map_err(|source| map_err(&path, source))
     }
 
     fn clear_revision(&mut self, revision: u32) -> Result<(), ApplyError> {

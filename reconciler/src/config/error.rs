@@ -373,6 +373,21 @@ pub enum ErrorKind {
         /// How many of them the reported file defines.
         here: usize,
     },
+    /// An XDP chain with programs for multi-buffer packets and programs without.
+    #[error(
+        "function {frags} is an xdp.frags program and {plain} (at {other}) is not: the kernel \
+         runs one chain's programs one way or the other, so they cannot share {chain}"
+    )]
+    MixedFrags {
+        /// The chain.
+        chain: String,
+        /// A function in `xdp.frags`.
+        frags: String,
+        /// A function that is not.
+        plain: String,
+        /// Where `plain` is defined.
+        other: Source,
+    },
     /// A non-ABI program that is not last.
     #[error(
         "function {function} does not use the kfd ABI (it never calls kf_next), so it can only run last on {chain}, \

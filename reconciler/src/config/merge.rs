@@ -7,7 +7,7 @@ use super::error::{ConfigError, ErrorKind};
 use super::resolve::FileDesired;
 use super::yaml::Mark;
 use crate::desired::{DesiredChain, DesiredState};
-use crate::model::{ChainKey, Source, TcAttach, XdpMode, limits};
+use crate::model::{ChainKey, Hook, Source, TcAttach, XdpMode, limits};
 
 /// A clash between files (or within one file's functions on a chain).
 ///
@@ -176,6 +176,39 @@ pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
         chain
             .functions
             .sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        // The kernel lets a program tail-call only programs that handle
+        // multi-buffer packets the way it does.
+        if key.hook == Hook::Xdp {
+            let frags = chain.functions.iter().find(|f| f.program.frags);
+            let plain = chain.functions.iter().find(|f| !f.program.frags);
+            match (frags, plain) {
+                (Some(f), Some(p)) => {
+                    let error = || {
+                        at(
+                            &f.source,
+                            ErrorKind::MixedFrags {
+                                chain: key.to_string(),
+                                frags: f.name.clone(),
+                                plain: p.name.clone(),
+                                other: p.source.clone(),
+                            },
+                        )
+                    };
+                    let involved: BTreeSet<&str> = [&f.name, &p.name]
+                        .into_iter()
+                        .filter_map(|n| owner.get(&(key.clone(), n.clone())).map(|o| o.0))
+                        .collect();
+                    conflicts.push(Conflict {
+                        by_file: involved
+                            .into_iter()
+                            .map(|n| (n.to_owned(), error()))
+                            .collect(),
+                    });
+                }
+                (Some(_), None) => chain.frags = true,
+                _ => {}
+            }
+        }
         if let Some(pos) = chain.functions.iter().position(|f| !f.program.uses_abi)
             && let Some(next) = chain.functions.get(pos + 1)
         {

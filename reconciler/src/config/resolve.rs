@@ -606,15 +606,16 @@ fn program(
         }
     } else {
         // An object may carry one program per hook type (the bundled KFs
-        // do): the one that fits the hook is meant.
+        // and many libbpf objects do): the one whose section names the
+        // hook's kind is meant, else the object's only program.
         let fitting: Vec<_> = info
             .programs
             .iter()
-            .filter(|q| fits_hook(hook, &q.section))
+            .filter(|q| section_family(&q.section) == Some(Family::of(hook)))
             .collect();
-        match (fitting.as_slice(), info.programs.as_slice()) {
+        let chosen = match (fitting.as_slice(), info.programs.as_slice()) {
             ([one], _) => Ok(*one),
-            ([], [one]) => Ok(one), // reported as the wrong type below
+            ([], [one]) => Ok(one),
             ([], []) => Err(ErrorKind::NoSuchProgram {
                 wanted: "(any)".into(),
                 available: Vec::new(),
@@ -622,29 +623,29 @@ fn program(
             _ => Err(ErrorKind::AmbiguousProgram {
                 available: available(),
             }),
+        };
+        // The hook decides the type, but a program whose section says it
+        // is for the other kind of hook is a mistake worth naming, unless
+        // `program:` or `section:` picked it on purpose.
+        match chosen {
+            Ok(c) if section_family(&c.section).is_some_and(|f| f != Family::of(hook)) => {
+                Err(ErrorKind::WrongProgramType {
+                    program: c.name.clone(),
+                    section: c.section.clone(),
+                    hook: hook.to_string(),
+                    hint: format!(
+                        " (to load it as a {hook} program anyway, name it: `program: {}`)",
+                        c.name
+                    ),
+                })
+            }
+            other => other,
         }
     };
     let chosen = match chosen {
         Ok(c) => c,
         Err(kind) => return Err(object_err(ctx, p.mark, kind)),
     };
-    let fits = fits_hook(hook, &chosen.section);
-    let hint = match hook {
-        Hook::Xdp => " (use SEC(\"xdp\"))",
-        Hook::TcIngress | Hook::TcEgress => " (use SEC(\"classifier\"))",
-    };
-    if !fits {
-        return Err(object_err(
-            ctx,
-            p.mark,
-            ErrorKind::WrongProgramType {
-                program: chosen.name.clone(),
-                section: chosen.section.clone(),
-                hook: hook.to_string(),
-                hint: hint.into(),
-            },
-        ));
-    }
     let (chain_maps, own_maps): (Vec<&MapDef>, Vec<&MapDef>) = info
         .maps
         .iter()
@@ -652,6 +653,7 @@ fn program(
     let image = ProgramImage {
         origin,
         symbol: chosen.name.clone(),
+        frags: is_frags(&chosen.section),
         digest: sha256(&[&loaded.sha256, chosen.name.as_bytes()]),
         uses_abi: info.references_map(&chosen.name, "kf_progs"),
         maps: own_maps
@@ -667,13 +669,42 @@ fn program(
     Ok((Arc::new(image), loaded.info.clone()))
 }
 
-/// Whether a program in `section` can run on `hook` (aya 0.14 loads TC
-/// programs only from `SEC("classifier")`).
-fn fits_hook(hook: Hook, section: &str) -> bool {
-    match hook {
-        Hook::Xdp => section == "xdp" || section == "xdp.frags",
-        Hook::TcIngress | Hook::TcEgress => section == "classifier",
+/// The kind of hook a program's section suggests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Xdp,
+    Tc,
+}
+
+impl Family {
+    fn of(hook: Hook) -> Self {
+        match hook {
+            Hook::Xdp => Family::Xdp,
+            Hook::TcIngress | Hook::TcEgress => Family::Tc,
+        }
     }
+}
+
+/// What a section name says by libbpf's and iproute2's conventions: `xdp`,
+/// `xdp.frags`, `xdp/...` and custom `xdp_*` names are XDP; `tc`, `tc/*`,
+/// `tcx/*`, `classifier` and `action` are TC; anything else says nothing.
+/// Only the choice among an object's programs uses it: the hook decides the
+/// type a program is loaded as.
+fn section_family(section: &str) -> Option<Family> {
+    let first = section.split('/').next().unwrap_or(section);
+    if first.starts_with("xdp") {
+        Some(Family::Xdp)
+    } else if matches!(first, "tc" | "tcx" | "classifier" | "action") || first.starts_with("tc_") {
+        Some(Family::Tc)
+    } else {
+        None
+    }
+}
+
+/// Whether a program in `section` handles multi-buffer XDP packets
+/// (libbpf's `xdp.frags`), which the kernel must be told at load.
+fn is_frags(section: &str) -> bool {
+    section == "xdp.frags" || section.starts_with("xdp.frags/")
 }
 
 fn read_object(path: &str, rules: &ReadRules) -> Result<Arc<LoadedObject>, Box<ErrorKind>> {

@@ -500,8 +500,10 @@ fn plan_chain(
         return out;
     }
     let empty = ObservedChain::default();
+    // The root must handle multi-buffer packets as the chain's programs do
+    // (XDP): when that changes, the chain is built anew.
     let (obs, creating) = match observed {
-        Some(o) if o.complete => (o, false),
+        Some(o) if o.complete && (key.hook != Hook::Xdp || o.frags == desired.frags) => (o, false),
         // Rebuilding would drop what is held.
         Some(_) if !desired.held.is_empty() => {
             out.blocked = Some(held_blocked(desired));

@@ -224,6 +224,7 @@ fn image(code: u8, uses_abi: bool) -> Arc<ProgramImage> {
     Arc::new(ProgramImage {
         origin: ProgramOrigin::Builtin("prop".into()),
         symbol: "prop".into(),
+        frags: false,
         bytes: Arc::from(&b""[..]),
         digest: [code + if uses_abi { 0 } else { 100 }; 32],
         uses_abi,
@@ -304,6 +305,7 @@ fn desired(spec: &[Option<ChainSpec>]) -> DesiredState {
                 },
                 settings: None,
                 functions,
+                frags: false,
                 held: BTreeMap::new(),
             },
         );

@@ -52,6 +52,7 @@ fn image(code: u8, uses_abi: bool) -> Arc<ProgramImage> {
     Arc::new(ProgramImage {
         origin: ProgramOrigin::Builtin("test".into()),
         symbol: "test".into(),
+        frags: false,
         bytes: Arc::from(&b""[..]),
         digest: digest(code),
         uses_abi,
@@ -134,6 +135,7 @@ fn desired(functions: Vec<DesiredFunction>) -> DesiredState {
             tc: TcSettings::default(),
             settings: None,
             functions,
+            frags: false,
             held: BTreeMap::new(),
         },
     );
@@ -1245,6 +1247,7 @@ fn tc_desired(attach: TcAttach) -> DesiredState {
             },
             settings: None,
             functions: vec![func("bl", 10, &[1])],
+            frags: false,
             held: BTreeMap::new(),
         },
     );

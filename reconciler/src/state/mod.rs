@@ -20,7 +20,7 @@ use model::{
     FnMeta, InterfaceState, ObservedChain, ObservedFunction, ObservedLink, ObservedMap,
     ObservedSlot, ObservedState,
 };
-use model::{ObservedFilter, chain_meta_clsact_created};
+use model::{ObservedFilter, chain_meta_clsact_created, chain_meta_frags};
 
 /// Slots per revision (the ABI's KF_MAX_SLOTS).
 pub const SLOTS_PER_REVISION: u32 = crate::model::limits::MAX_SLOTS as u32;
@@ -201,15 +201,16 @@ fn observe_chain(
                 priority: f.priority,
                 prog_id: f.prog_id,
             });
-        if let Some(meta) = open_map(&layout.chain_meta(key))? {
-            let raw = meta
-                .lookup_raw(&0u32.to_ne_bytes())
-                .map_err(|source| StateError::Map {
-                    path: layout.chain_meta(key),
-                    source,
-                })?;
-            chain.clsact_created = raw.as_deref().is_some_and(chain_meta_clsact_created);
-        }
+    }
+    if let Some(meta) = open_map(&layout.chain_meta(key))? {
+        let raw = meta
+            .lookup_raw(&0u32.to_ne_bytes())
+            .map_err(|source| StateError::Map {
+                path: layout.chain_meta(key),
+                source,
+            })?;
+        chain.clsact_created = raw.as_deref().is_some_and(chain_meta_clsact_created);
+        chain.frags = raw.as_deref().is_some_and(chain_meta_frags);
     }
 
     if let (Some(Some(ctl)), Some(Some(progs))) = (maps.get("kf_ctl"), maps.get("kf_progs")) {

@@ -59,6 +59,8 @@ pub struct ObservedChain {
     pub tc_filter: Option<ObservedFilter>,
     /// Whether kfd added the interface's clsact qdisc (so may remove it).
     pub clsact_created: bool,
+    /// XDP: whether the root was loaded for multi-buffer packets.
+    pub frags: bool,
     /// The revision the root runs.
     pub active_rev: u32,
     /// Slots of the active revision, in order (index = position).
@@ -95,17 +97,23 @@ pub struct ObservedFilter {
 /// Size of a chain's pinned record (an ARRAY map of one element).
 pub const CHAIN_META_SIZE: usize = 8;
 
-/// Encodes the chain record: magic, then flags (bit 0: kfd added the clsact qdisc).
-pub fn chain_meta_bytes(clsact_created: bool) -> [u8; CHAIN_META_SIZE] {
+/// Encodes the chain record: magic, then flags (bit 0: kfd added the
+/// clsact qdisc; bit 1: the root was loaded for multi-buffer XDP).
+pub fn chain_meta_bytes(clsact_created: bool, frags: bool) -> [u8; CHAIN_META_SIZE] {
     let mut b = [0u8; CHAIN_META_SIZE];
     b[0..4].copy_from_slice(b"KFDC");
-    b[4] = u8::from(clsact_created);
+    b[4] = u8::from(clsact_created) | (u8::from(frags) << 1);
     b
 }
 
 /// Whether a chain record says kfd added the clsact qdisc.
 pub fn chain_meta_clsact_created(b: &[u8]) -> bool {
     b.len() >= 5 && &b[0..4] == b"KFDC" && b[4] & 1 != 0
+}
+
+/// Whether a chain record says the root handles multi-buffer XDP.
+pub fn chain_meta_frags(b: &[u8]) -> bool {
+    b.len() >= 5 && &b[0..4] == b"KFDC" && b[4] & 2 != 0
 }
 
 /// One slot of the active revision: the program in it, if any.
