@@ -69,6 +69,10 @@ enum Command {
         output: Output,
         #[command(flatten)]
         threshold: Threshold,
+        /// Skip loading the programs the plan would load (against throw-away
+        /// maps) to learn what the verifier says.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Converge once and print what was done. Exit 0 converged, 1 failed.
     Apply {
@@ -183,9 +187,15 @@ fn instance(cli: &Cli, swap_threshold: f64) -> Instance {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Validate { paths } => validate(&cli, paths),
-        Command::Plan { output, threshold } => {
-            plan_cmd(&instance(&cli, threshold.swap_threshold), *output)
-        }
+        Command::Plan {
+            output,
+            threshold,
+            no_verify,
+        } => plan_cmd(
+            &instance(&cli, threshold.swap_threshold),
+            *output,
+            !*no_verify,
+        ),
         Command::Apply { output, threshold } => {
             apply_cmd(&instance(&cli, threshold.swap_threshold), *output)
         }
@@ -355,11 +365,24 @@ fn held_lines(g: &Gathered) -> Vec<String> {
         .collect()
 }
 
-fn plan_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
+fn plan_cmd(inst: &Instance, output: Output, verify: bool) -> Result<ExitCode> {
     let _lock = read_lock(inst)?;
     let g = gather(inst)?;
     let p = inst.plan(&g);
-    let has_errors = !g.config.errors.is_empty() || !g.store_errors.is_empty() || p.has_errors();
+    // What the apply would load is loaded now, so its verifier errors are
+    // this plan's errors and exit 2 means the apply will load.
+    let load_errors: Vec<String> = if verify {
+        inst.verify(&g, &p)
+            .into_iter()
+            .map(|(key, e)| format!("{key}: {e:#}"))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let has_errors = !g.config.errors.is_empty()
+        || !g.store_errors.is_empty()
+        || p.has_errors()
+        || !load_errors.is_empty();
     match output {
         Output::Text => {
             let diff = config_diff(&g);
@@ -368,6 +391,9 @@ fn plan_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
                 println!();
             }
             print_config_errors(&g);
+            for e in &load_errors {
+                eprintln!("kfd: {e}");
+            }
             print!("{}", plan::render_text(&p, &g.config.desired));
             if p.in_sync() {
                 println!("in sync: nothing to do");
@@ -391,6 +417,7 @@ fn plan_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
             );
+            v["load_errors"] = json!(load_errors);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
     }

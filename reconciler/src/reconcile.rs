@@ -223,6 +223,15 @@ impl Instance {
         plan::plan(&g.config.desired, &g.observed, &self.plan)
     }
 
+    /// Loads what `plan` would load, pinning nothing (see [`apply::verify`]).
+    pub fn verify(
+        &self,
+        g: &Gathered,
+        plan: &Plan,
+    ) -> Vec<(crate::model::ChainKey, apply::ApplyError)> {
+        apply::verify(plan, &g.config.desired, &g.observed, &self.layout)
+    }
+
     /// Executes a plan, then records in the last-good store every file whose
     /// chains all converged (the others keep their old copy).
     pub fn apply(&self, g: &Gathered, plan: &Plan) -> Applied {

@@ -184,6 +184,36 @@ pub fn execute(
     report
 }
 
+/// Loads every program `plan` would load, against throw-away maps where the
+/// apply would build fresh ones and pinning nothing, so the verifier's (and
+/// the map creation's) answer is known before anything changes: `kfd plan`
+/// reports these as errors, and exit 2 then means that the apply will load.
+pub fn verify(
+    plan: &Plan,
+    desired: &DesiredState,
+    observed: &ObservedState,
+    layout: &Layout,
+) -> Vec<(ChainKey, ApplyError)> {
+    let mut errors = Vec::new();
+    for cp in plan.chains.iter().filter(|c| c.blocked.is_none()) {
+        let run = ChainRun::new(
+            layout,
+            &cp.key,
+            desired.chains.get(&cp.key),
+            observed.chains.get(&cp.key),
+        );
+        for (function, instance) in cp.actions.iter().filter_map(steps::Instance::of) {
+            let checked = run
+                .function(function)
+                .and_then(|f| run.check_function(f, &instance));
+            if let Err(e) = checked {
+                errors.push((cp.key.clone(), e));
+            }
+        }
+    }
+    errors
+}
+
 /// A blocked chain's message, naming its functions and where they are defined.
 fn with_functions(message: String, chain: Option<&DesiredChain>) -> String {
     let Some(chain) = chain.filter(|c| !c.functions.is_empty()) else {

@@ -1,7 +1,7 @@
 //! One function per action kind.
 
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::failpoint::hit;
@@ -25,32 +25,13 @@ impl<'a> ChainRun<'a> {
         match action {
             Action::ResetChain | Action::DestroyChain => self.destroy_chain(),
             Action::CreateChain => self.create_chain(),
-            Action::LoadFunction {
-                function,
-                fn_id,
-                slot,
-                proceed_on,
-                fresh_maps,
-                reason,
-                reset_state,
-                ..
-            } => {
-                let f = self.function(function)?;
-                let instance = Instance {
-                    fn_id: *fn_id,
-                    slot: *slot,
-                    proceed_on: *proceed_on,
-                    fresh_maps: *fresh_maps,
-                    new_function: matches!(reason, crate::plan::LoadReason::New),
-                    reset_state: reset_state.clone(),
+            Action::LoadFunction { .. } => {
+                let Some((function, instance)) = Instance::of(action) else {
+                    unreachable!("a LoadFunction action");
                 };
+                let f = self.function(function)?;
                 self.load_function(f, &instance)
-                    .map_err(|e| ApplyError::Function {
-                        function: f.name.clone(),
-                        source_at: f.source.clone(),
-                        object: f.program.origin.to_string(),
-                        error: Box::new(e),
-                    })
+                    .map_err(|e| function_error(f, e))
             }
             Action::RecordOrigin { function } => {
                 let f = self.function(function)?;
@@ -139,7 +120,7 @@ impl<'a> ChainRun<'a> {
         }
     }
 
-    fn function(&self, name: &str) -> Result<&'a DesiredFunction, ApplyError> {
+    pub(super) fn function(&self, name: &str) -> Result<&'a DesiredFunction, ApplyError> {
         self.desired
             .and_then(|d| d.functions.iter().find(|f| f.name == name))
             .ok_or_else(|| ApplyError::Internal {
@@ -213,17 +194,16 @@ impl<'a> ChainRun<'a> {
             .collect()
     }
 
-    fn load_function(&mut self, f: &DesiredFunction, inst: &Instance) -> Result<(), ApplyError> {
-        let building = FnPaths::new(self.layout.fn_building_dir(self.key, &f.name));
+    /// What a load of `f` as `inst` shares with what is live: state maps
+    /// always; config maps only when relinking (a new slot for the same
+    /// program and data). `building` is where the new instance goes.
+    fn load_inputs<'f>(
+        &self,
+        f: &'f DesiredFunction,
+        inst: &Instance,
+        building: &FnPaths,
+    ) -> LoadInputs<'f> {
         let live = self.live(&f.name);
-        bpffs::remove_tree(building.dir())?; // leftovers of an interrupted run
-        bpffs::create_dir_all(&building.maps_dir())?;
-        bpffs::create_dir_all(&building.state_dir())?;
-        // Registered now so a failure below removes the half-built dir.
-        self.building.push(building.dir().to_owned());
-
-        // Which maps come from live pins: state maps always; config maps
-        // only when relinking (a new slot for the same program and data).
         let mut pinned = self.chain_pins(&f.program.chain_maps);
         let mut reused = Vec::new();
         for (name, shape) in &f.program.maps {
@@ -233,7 +213,7 @@ impl<'a> ChainRun<'a> {
                     .into_iter()
                     .find(|p| p.exists())
             } else if config || inst.reset_state.contains(name) {
-                // Fresh config maps are filled below; reset state starts over.
+                // Fresh config maps are filled after the load; reset state starts over.
                 None
             } else {
                 Some(live.state_map(name)).filter(|p| p.exists())
@@ -252,7 +232,7 @@ impl<'a> ChainRun<'a> {
                         shape: *shape,
                     });
                 }
-                // A fresh state map is created and pinned in place by aya.
+                // A fresh state map is created and pinned in place by the loader.
                 None if !config => pinned.push(PinnedMap {
                     name: name.as_str(),
                     path: target,
@@ -261,32 +241,46 @@ impl<'a> ChainRun<'a> {
                 None => {}
             }
         }
-        let slot = inst.slot.to_le_bytes();
-        let fn_id = inst.fn_id.to_le_bytes();
-        let proceed_on = inst.proceed_on.to_le_bytes();
-        let mut globals: Vec<(&str, &[u8])> = f
-            .globals
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
-        if f.program.uses_abi {
-            globals.extend([
-                (abi_globals::SLOT_IDX, &slot[..]),
-                (abi_globals::FN_ID, &fn_id[..]),
-                (abi_globals::PROCEED_ON, &proceed_on[..]),
-            ]);
-        }
-        hit("before-load");
-        let loaded = loader::load(&LoadRequest {
-            object: &f.program.bytes,
-            program: &f.program.symbol,
-            kind: prog_kind(self.key.hook),
+        LoadInputs {
             pinned,
-            globals,
-            frags: f.program.frags,
-            sizes: Vec::new(),
-            mode: loader::Mode::Pin,
-        })?;
+            reused,
+            abi: [
+                inst.slot.to_le_bytes(),
+                inst.fn_id.to_le_bytes(),
+                inst.proceed_on.to_le_bytes(),
+            ],
+        }
+    }
+
+    /// Loads `f` as `inst` against throw-away maps where it would get fresh
+    /// ones, pinning nothing: what the verifier says, before anything changes.
+    pub(super) fn check_function(
+        &self,
+        f: &DesiredFunction,
+        inst: &Instance,
+    ) -> Result<(), ApplyError> {
+        let building = FnPaths::new(self.layout.fn_building_dir(self.key, &f.name));
+        let inputs = self.load_inputs(f, inst, &building);
+        loader::load(&load_request(
+            f,
+            self.key.hook,
+            &inputs,
+            loader::Mode::Check,
+        ))
+        .map(drop)
+        .map_err(|e| function_error(f, e.into()))
+    }
+
+    fn load_function(&mut self, f: &DesiredFunction, inst: &Instance) -> Result<(), ApplyError> {
+        let building = FnPaths::new(self.layout.fn_building_dir(self.key, &f.name));
+        bpffs::remove_tree(building.dir())?; // leftovers of an interrupted run
+        bpffs::create_dir_all(&building.maps_dir())?;
+        bpffs::create_dir_all(&building.state_dir())?;
+        // Registered now so a failure below removes the half-built dir.
+        self.building.push(building.dir().to_owned());
+        let inputs = self.load_inputs(f, inst, &building);
+        hit("before-load");
+        let loaded = loader::load(&load_request(f, self.key.hook, &inputs, loader::Mode::Pin))?;
         hit("after-load");
 
         if inst.fresh_maps {
@@ -318,7 +312,7 @@ impl<'a> ChainRun<'a> {
         }
         // Shared maps get a second pin in the new dir, which then stands alone.
         hit("before-pin");
-        for (name, target) in reused {
+        for (name, target) in inputs.reused {
             if let Some(map) = loaded.maps.get(name) {
                 map.pin(&target)
                     .map_err(|source| map_err(&target, source))?;
@@ -757,13 +751,94 @@ impl<'a> ChainRun<'a> {
 }
 
 /// What a new instance is built for.
-struct Instance {
-    fn_id: u32,
-    slot: u32,
-    proceed_on: u32,
-    fresh_maps: bool,
-    new_function: bool,
-    reset_state: Vec<String>,
+/// What one load shares with what is live (see `load_inputs`).
+struct LoadInputs<'f> {
+    pinned: Vec<PinnedMap<'f>>,
+    /// Live maps the new instance shares, and where it pins them.
+    reused: Vec<(&'f str, PathBuf)>,
+    /// The ABI globals' bytes: slot, stats row, proceed_on.
+    abi: [[u8; 4]; 3],
+}
+
+/// The loader's request for `f` on `hook`.
+fn load_request<'f>(
+    f: &'f DesiredFunction,
+    hook: Hook,
+    inputs: &'f LoadInputs<'f>,
+    mode: loader::Mode,
+) -> LoadRequest<'f> {
+    let mut globals: Vec<(&str, &[u8])> = f
+        .globals
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    if f.program.uses_abi {
+        globals.extend([
+            (abi_globals::SLOT_IDX, &inputs.abi[0][..]),
+            (abi_globals::FN_ID, &inputs.abi[1][..]),
+            (abi_globals::PROCEED_ON, &inputs.abi[2][..]),
+        ]);
+    }
+    LoadRequest {
+        object: &f.program.bytes,
+        program: &f.program.symbol,
+        kind: prog_kind(hook),
+        pinned: inputs.pinned.clone(),
+        globals,
+        frags: f.program.frags,
+        sizes: Vec::new(),
+        mode,
+    }
+}
+
+/// An error of function `f`, naming it, its config and its object.
+fn function_error(f: &DesiredFunction, e: ApplyError) -> ApplyError {
+    ApplyError::Function {
+        function: f.name.clone(),
+        source_at: f.source.clone(),
+        object: f.program.origin.to_string(),
+        error: Box::new(e),
+    }
+}
+
+/// One instance of a function to build, as the plan describes it.
+pub(super) struct Instance {
+    pub(super) fn_id: u32,
+    pub(super) slot: u32,
+    pub(super) proceed_on: u32,
+    pub(super) fresh_maps: bool,
+    pub(super) new_function: bool,
+    pub(super) reset_state: Vec<String>,
+}
+
+impl Instance {
+    /// The instance a `LoadFunction` action asks for (None for other actions).
+    pub(super) fn of(action: &Action) -> Option<(&str, Self)> {
+        let Action::LoadFunction {
+            function,
+            fn_id,
+            slot,
+            proceed_on,
+            fresh_maps,
+            reason,
+            reset_state,
+            ..
+        } = action
+        else {
+            return None;
+        };
+        Some((
+            function,
+            Instance {
+                fn_id: *fn_id,
+                slot: *slot,
+                proceed_on: *proceed_on,
+                fresh_maps: *fresh_maps,
+                new_function: matches!(reason, crate::plan::LoadReason::New),
+                reset_state: reset_state.clone(),
+            },
+        ))
+    }
 }
 
 fn prog_kind(hook: Hook) -> ProgKind {
