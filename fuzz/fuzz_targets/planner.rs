@@ -194,6 +194,7 @@ fn desired_state(input: &Input) -> DesiredState {
                         update: [UpdateMode::Auto, UpdateMode::Entries, UpdateMode::Swap]
                             [*update as usize % 3],
                         entries: Arc::new(entries(inner.unwrap_or(*shape), list)),
+                        seed: Default::default(),
                         source: Source {
                             file: "f.yaml".into(),
                             line: 1,
@@ -219,6 +220,8 @@ fn desired_state(input: &Input) -> DesiredState {
                     digest: [f.code % 4; 32],
                     uses_abi: f.abi,
                     maps,
+                    state: BTreeMap::new(),
+                    sizes: BTreeMap::new(),
                     chain_maps: BTreeMap::new(),
                 }),
                 proceed_on: f.proceed_on & 0xffff,

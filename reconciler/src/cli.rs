@@ -402,8 +402,8 @@ fn plan_cmd(inst: &Instance, output: Output, verify: bool) -> Result<ExitCode> {
                     "plan: {} action{} on {} chain{}",
                     p.action_count(),
                     plural(p.action_count()),
-                    p.chains.len(),
-                    plural(p.chains.len())
+                    p.chains_with_actions(),
+                    plural(p.chains_with_actions())
                 );
             }
         }

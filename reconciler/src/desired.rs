@@ -123,6 +123,10 @@ pub struct DesiredFunction {
     pub globals_digest: Digest,
     /// Config maps (the ones kfd writes), by name.
     pub maps: BTreeMap<String, DesiredMap>,
+    /// State maps the config says something about (a seed), by name.
+    pub state: BTreeMap<String, StateMap>,
+    /// Sizes (`max_entries:`) the config gives, for any of the object's maps.
+    pub sizes: BTreeMap<String, u32>,
     /// The file and content it comes from (recorded with the live instance).
     pub origin: Origin,
 }
@@ -220,10 +224,53 @@ pub struct DesiredMap {
     pub update: UpdateMode,
     /// The entries, encoded. Shared between the chains of a multi-interface function.
     pub entries: Arc<EntrySet>,
+    /// Seed entries: written when their key is missing, then the
+    /// program's (never overwritten, deleted or reported as drift).
+    pub seed: Arc<EntrySet>,
     /// Where the map is configured.
     pub source: Source,
     /// How to print its entries.
     pub format: Arc<dyn EntryFormat>,
+}
+
+/// A state map (the program's) that config seeds.
+#[derive(Debug, Clone)]
+pub struct StateMap {
+    /// Entries written when their key is missing (and in a fresh map).
+    pub seed: Arc<EntrySet>,
+    /// Where the map is configured.
+    pub source: Source,
+    /// How to print its entries.
+    pub format: Arc<dyn EntryFormat>,
+}
+
+impl DesiredFunction {
+    /// The shape of the object's map `name` as this function creates it
+    /// (with the config's size, where it gives one).
+    pub fn shape(&self, name: &str) -> Option<MapShape> {
+        let mut shape = *self.program.maps.get(name)?;
+        if let Some(size) = self.sizes.get(name) {
+            shape.max_entries = *size;
+        }
+        Some(shape)
+    }
+
+    /// Every map of the object with the shape it is created with.
+    pub fn shapes(&self) -> impl Iterator<Item = (&str, MapShape)> + '_ {
+        self.program
+            .maps
+            .keys()
+            .filter_map(|n| self.shape(n).map(|s| (n.as_str(), s)))
+    }
+
+    /// The seed of map `name`, config or state.
+    pub fn seed(&self, name: &str) -> Option<&Arc<EntrySet>> {
+        self.maps
+            .get(name)
+            .map(|m| &m.seed)
+            .or_else(|| self.state.get(name).map(|m| &m.seed))
+            .filter(|s| !s.is_empty())
+    }
 }
 
 impl DesiredState {

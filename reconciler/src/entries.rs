@@ -290,6 +290,34 @@ impl EntrySet {
         out
     }
 
+    /// These entries but those whose key `other` holds.
+    pub fn without_keys_of(&self, other: &EntrySet) -> Self {
+        if other.is_empty() {
+            return self.clone();
+        }
+        let mut out = Self::new(self.key_size, self.value_size);
+        for (k, v) in self.iter() {
+            if other.get(k).is_none() {
+                out.keys.extend_from_slice(k);
+                out.values.extend_from_slice(v);
+            }
+        }
+        out
+    }
+
+    /// The entries of `self` whose key `observed` lacks (what a seed still
+    /// has to write).
+    pub fn missing_from(&self, observed: &EntrySet) -> Self {
+        let mut out = Self::new(self.key_size, self.value_size);
+        for (k, v) in self.iter() {
+            if observed.get(k).is_none() {
+                out.keys.extend_from_slice(k);
+                out.values.extend_from_slice(v);
+            }
+        }
+        out
+    }
+
     /// The writes that turn `observed` into `self`: upserts for missing or
     /// changed entries, deletes for extra keys. Both sets are sorted, so this
     /// is one merge walk.

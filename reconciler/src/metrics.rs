@@ -197,11 +197,13 @@ pub fn action_labels(a: &Action) -> (&'static str, &'static str) {
                 LoadReason::CodeChanged
                 | LoadReason::GlobalsChanged
                 | LoadReason::MapsSwap { .. }
+                | LoadReason::Resized { .. }
                 | LoadReason::Repair { .. } => "program_swap",
             },
         ),
         Action::ManageMap { .. } => ("manage_map", "entries"),
         Action::RecordOrigin { .. } => ("record_origin", "record"),
+        Action::SeedEntries { .. } => ("seed_entries", "entries"),
         Action::UpdateEntries { strategy, .. } => (
             "update_entries",
             match strategy {

@@ -230,6 +230,8 @@ pub mod map_type {
     pub const HASH_OF_MAPS: u32 = 13;
     /// Per-CPU cgroup storage.
     pub const PERCPU_CGROUP_STORAGE: u32 = 21;
+    /// Perf event array (libbpf sizes an unsized one to the CPU count).
+    pub const PERF_EVENT_ARRAY: u32 = 4;
 
     /// Whether the type keeps one value per CPU.
     pub fn is_per_cpu(t: u32) -> bool {

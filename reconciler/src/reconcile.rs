@@ -188,7 +188,8 @@ impl Instance {
         let read = read?;
         let (mut observed, observe_time) = observed?;
         let config = config::assemble(read, &snapshot, &live(&observed), &self.rules);
-        // Interfaces of desired chains, and state maps the config now adopts.
+        // Interfaces of desired chains, and state maps the config now adopts
+        // or seeds (so the planner sees what they hold).
         let t = Instant::now();
         for key in config.desired.chains.keys() {
             let id = (key.netns.clone(), key.interface.clone());
@@ -203,8 +204,14 @@ impl Instance {
             .iter()
             .flat_map(|(k, c)| c.functions.iter().map(move |f| (k, f)))
             .flat_map(|(k, f)| {
+                let seeded = f
+                    .state
+                    .iter()
+                    .filter(|(_, s)| !s.seed.is_empty())
+                    .map(|(m, _)| m);
                 f.maps
                     .keys()
+                    .chain(seeded)
                     .map(move |m| (k.clone(), f.name.clone(), m.clone()))
             })
             .collect();

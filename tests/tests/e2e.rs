@@ -297,18 +297,23 @@ fn down_leaves_no_pin_link_or_program() {
     assert_eq!(down.code, 0, "{down:?}");
     assert!(!env.bpffs.exists(), "bpffs root removed");
     assert!(env.xdp_prog_ids().is_empty(), "root detached");
-    // The kernel frees objects once unreferenced, after an RCU grace period;
-    // with lazy RCU (CONFIG_RCU_LAZY, this kernel's default) that callback
-    // may wait up to 10 s, so the test flushes it (rcu_barrier) first, and
-    // then gives the deferred work time.
-    kfd_tests::flush_rcu();
+    // The kernel frees objects once unreferenced in steps (work to empty
+    // the prog array, then an RCU grace period per program, then work to
+    // drop the maps they used); with lazy RCU (CONFIG_RCU_LAZY, this
+    // kernel's default) each grace period may wait up to 10 s, so each
+    // look flushes them (rcu_barrier) first.
     let gone = |ids: &[u32], live: &[u32]| ids.iter().all(|id| !live.contains(id));
-    let all_gone = (0..500).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
+    // Under a load of other tests freeing programs (the kernel's workqueue
+    // runs those frees in turn) this has been seen to take over 10 s.
+    let started = std::time::Instant::now();
+    let all_gone = (0..600).any(|_| {
+        kfd_tests::flush_rcu();
+        std::thread::sleep(Duration::from_millis(100));
         gone(&prog_ids, &sys::prog_ids().expect("prog ids"))
             && gone(&attached, &sys::prog_ids().expect("prog ids"))
             && gone(&map_ids, &sys::map_ids().expect("map ids"))
     });
+    eprintln!("freed {:?} after down", started.elapsed());
     assert!(
         all_gone,
         "still loaded: programs {:?}, maps {:?}",

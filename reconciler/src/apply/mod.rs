@@ -148,6 +148,9 @@ pub fn execute(
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
     for cp in &plan.chains {
+        if cp.actions.is_empty() && cp.blocked.is_none() {
+            continue; // notes only
+        }
         let started = Instant::now();
         if let Some(b) = &cp.blocked {
             report.chains.push(ChainReport {

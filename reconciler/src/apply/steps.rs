@@ -37,6 +37,12 @@ impl<'a> ChainRun<'a> {
                 let f = self.function(function)?;
                 self.record_origin(f)
             }
+            Action::SeedEntries {
+                function,
+                map,
+                entries,
+                ..
+            } => self.seed_entries(function, map, entries),
             Action::ManageMap { function, map } => {
                 let paths = self.live(function);
                 bpffs::create_dir_all(&paths.maps_dir())?;
@@ -206,13 +212,13 @@ impl<'a> ChainRun<'a> {
         let live = self.live(&f.name);
         let mut pinned = self.chain_pins(&f.program.chain_maps);
         let mut reused = Vec::new();
-        for (name, shape) in &f.program.maps {
+        for (name, shape) in f.shapes() {
             let config = f.maps.contains_key(name);
             let from = if config && !inst.fresh_maps {
                 [live.config_map(name), live.state_map(name)]
                     .into_iter()
                     .find(|p| p.exists())
-            } else if config || inst.reset_state.contains(name) {
+            } else if config || inst.reset_state.iter().any(|r| r == name) {
                 // Fresh config maps are filled after the load; reset state starts over.
                 None
             } else {
@@ -225,18 +231,14 @@ impl<'a> ChainRun<'a> {
             };
             match from {
                 Some(path) => {
-                    reused.push((name.as_str(), target));
-                    pinned.push(PinnedMap {
-                        name: name.as_str(),
-                        path,
-                        shape: *shape,
-                    });
+                    reused.push((name, target));
+                    pinned.push(PinnedMap { name, path, shape });
                 }
                 // A fresh state map is created and pinned in place by the loader.
                 None if !config => pinned.push(PinnedMap {
-                    name: name.as_str(),
+                    name,
                     path: target,
-                    shape: *shape,
+                    shape,
                 }),
                 None => {}
             }
@@ -300,15 +302,40 @@ impl<'a> ChainRun<'a> {
                         let list = new_inner(name, &inner, &m.entries).map_err(filling)?;
                         map.update_fd(0, list.fd()).map_err(filling)?;
                     }
-                    None => map.update_batch(&m.entries).map_err(filling)?,
+                    None => {
+                        map.update_batch(&m.entries).map_err(filling)?;
+                        map.update_batch(&m.seed).map_err(filling)?;
+                    }
                 }
                 hit("after-map-write");
                 self.map_write_time += t.elapsed();
-                self.entries_written += m.entries.len();
+                self.entries_written += m.entries.len() + m.seed.len();
                 hit("before-pin");
                 map.pin(&building.config_map(name))
                     .map_err(|source| map_err(&building.config_map(name), source))?;
             }
+        }
+        // A state map made fresh (not shared with the live instance) starts
+        // with its seed.
+        for (name, s) in &f.state {
+            let fresh = !inputs.reused.iter().any(|(n, _)| n == name);
+            let Some(map) = loaded
+                .maps
+                .get(name)
+                .filter(|_| fresh && !s.seed.is_empty())
+            else {
+                continue;
+            };
+            let t = Instant::now();
+            hit("before-map-write");
+            map.update_batch(&s.seed)
+                .map_err(|source| ApplyError::Map {
+                    what: format!("seeding map {name}"),
+                    source,
+                })?;
+            hit("after-map-write");
+            self.map_write_time += t.elapsed();
+            self.entries_written += s.seed.len();
         }
         // Shared maps get a second pin in the new dir, which then stands alone.
         hit("before-pin");
@@ -786,7 +813,7 @@ fn load_request<'f>(
         pinned: inputs.pinned.clone(),
         globals,
         frags: f.program.frags,
-        sizes: Vec::new(),
+        sizes: f.sizes.iter().map(|(n, s)| (n.as_str(), *s)).collect(),
         mode,
     }
 }
@@ -883,6 +910,41 @@ fn new_inner(
 }
 
 impl ChainRun<'_> {
+    /// Writes the seed entries a live map lacks, each only if its key is
+    /// still missing (the program may have created it meanwhile); undo
+    /// removes just the ones written.
+    fn seed_entries(
+        &mut self,
+        function: &str,
+        map: &str,
+        entries: &EntrySet,
+    ) -> Result<(), ApplyError> {
+        let paths = self.live(function);
+        let path = [paths.config_map(map), paths.state_map(map)]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| paths.state_map(map));
+        let m = open_map(&path)?;
+        let mut written = Vec::new();
+        let t = Instant::now();
+        hit("before-map-write");
+        let result = entries.iter().try_for_each(|(k, v)| {
+            if m.insert_new(k, v)? {
+                written.extend_from_slice(k);
+            }
+            Ok(())
+        });
+        hit("after-map-write");
+        self.map_write_time += t.elapsed();
+        self.entries_written += written.len() / entries.key_size().max(1);
+        self.undo.push(Undo::Entries {
+            map: m.try_clone().map_err(|source| map_err(&path, source))?,
+            restore: EntrySet::new(entries.key_size(), entries.value_size()),
+            remove: written,
+        });
+        result.map_err(|source| map_err(&path, source))
+    }
+
     /// Rewrites a live instance's load record with `f`'s origin.
     fn record_origin(&mut self, f: &DesiredFunction) -> Result<(), ApplyError> {
         let path = self.live(&f.name).meta();

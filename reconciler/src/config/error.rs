@@ -329,6 +329,26 @@ pub enum ErrorKind {
         /// Its capacity.
         max: u32,
     },
+    /// A key given both as an entry (kfd's) and as a seed (the program's).
+    #[error(
+        "map {map}: key {key} is a seed here and an entry at line {entry_line}: a key is either kfd's (entries:) or the program's (seed:)"
+    )]
+    SeedAndEntry {
+        /// The map.
+        map: String,
+        /// The key as written.
+        key: String,
+        /// Line of the entry.
+        entry_line: u32,
+    },
+    /// A map the object leaves unsized, with no size in config.
+    #[error(
+        "map {map} has max_entries 0 in the object (its loader sizes it at run time): set maps.{map}.max_entries"
+    )]
+    Unsized {
+        /// The map.
+        map: String,
+    },
     /// An array index past the end.
     #[error("map {map}: index {index} is out of range (array of {max} elements)")]
     IndexOutOfRange {

@@ -16,7 +16,9 @@ use super::files::{self, ReadRules};
 use super::yaml::{Mark, Node, Resolved};
 use crate::btf::{Decoder, Encoder, MapDef, ObjectInfo};
 use crate::builtin::{self, ObjectKind, shape_of_def};
-use crate::desired::{DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin};
+use crate::desired::{
+    DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin, StateMap,
+};
 use crate::entries::EntrySet;
 use crate::kernel::netns;
 use crate::layout::CHAIN_MAPS;
@@ -466,6 +468,18 @@ fn function(ctx: &mut Ctx<'_>, f: &Node<'_>, objects: &mut Objects) -> Entry {
     let (Some(proceed_on), Some(globals), Some(maps)) = (proceed_on, globals, maps) else {
         return Entry::Functions(Vec::new());
     };
+    // A map the object leaves unsized (its loader would set the size at
+    // run time) needs one from config.
+    let unsized_map = image.0.maps.iter().find(|(name, shape)| {
+        shape.max_entries == 0
+            && shape.map_type != map_type::PERF_EVENT_ARRAY
+            && !maps.sizes.contains_key(*name)
+    });
+    if let Some((map, _)) = unsized_map {
+        let at = program_node.mark;
+        ctx.err(at, ErrorKind::Unsized { map: map.clone() });
+        return Entry::Functions(Vec::new());
+    }
     let globals_digest = {
         let mut parts: Vec<&[u8]> = Vec::new();
         for (n, b) in &globals {
@@ -487,7 +501,9 @@ fn function(ctx: &mut Ctx<'_>, f: &Node<'_>, objects: &mut Objects) -> Entry {
                         proceed_on,
                         globals: globals.clone(),
                         globals_digest,
-                        maps: maps.clone(),
+                        maps: maps.config.clone(),
+                        state: maps.state.clone(),
+                        sizes: maps.sizes.clone(),
                         origin: ctx.origin,
                     },
                 )
@@ -842,17 +858,21 @@ fn configurable(t: u32) -> bool {
     )
 }
 
-fn maps(
-    ctx: &mut Ctx<'_>,
-    f: &Node<'_>,
-    image: &ProgramImage,
-    info: &ObjectInfo,
-) -> Option<BTreeMap<String, DesiredMap>> {
-    let Some(config) = f.get("maps").and_then(Node::as_mapping) else {
-        return Some(BTreeMap::new());
-    };
-    let mut out = BTreeMap::new();
+/// What `maps:` configures for one function.
+#[derive(Default)]
+struct Maps {
+    /// Config maps: kfd writes their entries.
+    config: BTreeMap<String, DesiredMap>,
+    /// State maps with settings (a seed, a size).
+    state: BTreeMap<String, StateMap>,
+    /// Sizes given by config, for any of the object's maps.
+    sizes: BTreeMap<String, u32>,
+}
+
+fn maps(ctx: &mut Ctx<'_>, f: &Node<'_>, image: &ProgramImage, info: &ObjectInfo) -> Option<Maps> {
+    let mut out = Maps::default();
     let mut ok = true;
+    let config = f.get("maps").and_then(Node::as_mapping).unwrap_or_default();
     for (k, cfg) in config {
         let name = k
             .as_scalar()
@@ -875,6 +895,26 @@ fn maps(
             );
             continue;
         };
+        let size = match integer_field(ctx, cfg, "max_entries") {
+            Some(size) => size.map(|s| s as u32),
+            None => {
+                ok = false;
+                continue;
+            }
+        };
+        if let Some(size) = size {
+            out.sizes.insert(name.clone(), size);
+        }
+        // A map with entries (or nothing but how they land) is kfd's to
+        // write; one with only a seed or a size stays the program's.
+        let owned = cfg.get("entries").is_some()
+            || !["seed", "max_entries", "share"]
+                .iter()
+                .any(|key| cfg.get(key).is_some());
+        let has_seed = cfg.get("seed").is_some();
+        if !owned && !has_seed {
+            continue;
+        }
         // A map-in-map's entries are those of its inner map (slot 0).
         let contents = match (map_type::is_map_in_map(def.map_type), def.inner.as_deref()) {
             (true, Some(inner)) if configurable(inner.map_type) => inner,
@@ -891,55 +931,129 @@ fn maps(
                 continue;
             }
         };
-        match map_entries(
-            ctx,
-            str_of(f, "name").unwrap_or_default(),
-            &name,
-            def,
-            contents,
-            info,
-            cfg,
-            k.mark,
-        ) {
-            Some(m) => {
-                out.insert(name, m);
-            }
-            None => ok = false,
+        let function = str_of(f, "name").unwrap_or_default();
+        let capacity = if std::ptr::eq(contents, def) {
+            size.unwrap_or(def.max_entries)
+        } else {
+            contents.max_entries
+        };
+        let Some(codec) = codec(ctx, &name, contents, info, k.mark) else {
+            ok = false;
+            continue;
+        };
+        let list = |key| cfg.get(key).and_then(Node::as_sequence).unwrap_or_default();
+        let lists = ListCtx {
+            function,
+            map: &name,
+            def: contents,
+            capacity,
+            codec: &codec,
+            mark: k.mark,
+        };
+        let entries = if owned {
+            encode_list(ctx, &lists, list("entries"), 0)
+        } else {
+            Some(EntrySet::new(codec.key.size(), codec.value.size()))
+        };
+        let seed = entries
+            .as_ref()
+            .and_then(|e| encode_list(ctx, &lists, list("seed"), e.len()));
+        let (Some(entries), Some(seed)) = (entries, seed) else {
+            ok = false;
+            continue;
+        };
+        // A key in both would be kfd's and the program's.
+        if let Some((at, key, line)) = in_both(&codec, list("entries"), list("seed")) {
+            ok = false;
+            ctx.err(
+                at,
+                ErrorKind::SeedAndEntry {
+                    map: name,
+                    key,
+                    entry_line: line,
+                },
+            );
+            continue;
         }
+        let mut shape = shape_of_def(def);
+        if let Some(size) = size {
+            shape.max_entries = size;
+        }
+        let format = Arc::new(BtfFormat {
+            key: codec.key_decoder,
+            value: codec.value_decoder,
+        });
+        if !owned {
+            out.state.insert(
+                name,
+                StateMap {
+                    seed: Arc::new(seed),
+                    source: ctx.source(k.mark),
+                    format,
+                },
+            );
+            continue;
+        }
+        let update = match str_of(cfg, "update") {
+            Some("entries") => UpdateMode::Entries,
+            Some("swap") => UpdateMode::Swap,
+            _ => UpdateMode::Auto,
+        };
+        let swap_threshold = match cfg
+            .get("swap_threshold")
+            .and_then(Node::as_scalar)
+            .map(|s| s.resolve())
+        {
+            Some(Resolved::Float(f)) => Some(f),
+            Some(Resolved::Int(i)) => Some(i as f64),
+            _ => None,
+        };
+        out.config.insert(
+            name,
+            DesiredMap {
+                shape,
+                inner: map_type::is_map_in_map(def.map_type).then(|| shape_of_def(contents)),
+                swap_threshold,
+                update,
+                entries: Arc::new(entries),
+                seed: Arc::new(seed),
+                source: ctx.source(k.mark),
+                format,
+            },
+        );
     }
     ok.then_some(out)
 }
 
-/// Encodes a config map's entries. `outer` is the map as defined; `def` the
-/// map whose entries they are (the same map, or a map-in-map's inner map).
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-fn map_entries(
+/// Encoders and decoders of a map's keys and values.
+struct Codec {
+    key: Encoder,
+    value: Encoder,
+    key_decoder: Decoder,
+    value_decoder: Decoder,
+}
+
+/// The codec of `def`'s keys and values: from its BTF types, or raw bytes
+/// for a map without them.
+fn codec(
     ctx: &mut Ctx<'_>,
-    function: &str,
     name: &str,
-    outer: &MapDef,
     def: &MapDef,
     info: &ObjectInfo,
-    cfg: &Node<'_>,
     mark: Mark,
-) -> Option<DesiredMap> {
-    let update = match str_of(cfg, "update") {
-        Some("entries") => UpdateMode::Entries,
-        Some("swap") => UpdateMode::Swap,
-        _ => UpdateMode::Auto,
-    };
-    let (kenc, venc, kdec, vdec) = match (def.key_type, def.value_type) {
+) -> Option<Codec> {
+    match (def.key_type, def.value_type) {
         (Some(_), Some(_)) => {
-            let built = Encoder::map_key(&info.btf, def).and_then(|ke| {
-                Ok((
-                    ke,
-                    Encoder::map_value(&info.btf, def)?,
-                    Decoder::map_key(&info.btf, def)?,
-                    Decoder::map_value(&info.btf, def)?,
-                ))
+            let built = Encoder::map_key(&info.btf, def).and_then(|key| {
+                Ok(Codec {
+                    key,
+                    value: Encoder::map_value(&info.btf, def)?,
+                    key_decoder: Decoder::map_key(&info.btf, def)?,
+                    value_decoder: Decoder::map_value(&info.btf, def)?,
+                })
             });
             match built {
-                Ok(b) => b,
+                Ok(c) => Some(c),
                 Err(e) => {
                     ctx.err(
                         mark,
@@ -948,21 +1062,70 @@ fn map_entries(
                             kind: e.to_string(),
                         },
                     );
-                    return None;
+                    None
                 }
             }
         }
-        _ => (
-            Encoder::raw(def.key_size as usize, "key"),
-            Encoder::raw(def.value_size as usize, "value"),
-            Decoder::raw(def.key_size as usize),
-            Decoder::raw(def.value_size as usize),
-        ),
+        _ => Some(Codec {
+            key: Encoder::raw(def.key_size as usize, "key"),
+            value: Encoder::raw(def.value_size as usize, "value"),
+            key_decoder: Decoder::raw(def.key_size as usize),
+            value_decoder: Decoder::raw(def.value_size as usize),
+        }),
+    }
+}
+
+/// A key as the config wrote it (or, written as a mapping or list, as kfd
+/// reads it back).
+fn written(codec: &Codec, entry: &Node<'_>, bytes: &[u8]) -> String {
+    entry
+        .get("key")
+        .and_then(|n| n.as_scalar())
+        .map_or_else(|| codec.key_decoder.decode(bytes), |s| s.text.to_string())
+}
+
+/// A seed key that `entries:` lists too: where, the key, and the line of
+/// the entry.
+fn in_both(codec: &Codec, entries: &[Node<'_>], seed: &[Node<'_>]) -> Option<(Mark, String, u32)> {
+    let key_of = |n: &Node<'_>| {
+        let mut b = Vec::new();
+        let k = n.get("key")?;
+        codec.key.encode(k, &mut b).ok().map(|()| (k.mark, b))
     };
-    let entries = cfg
-        .get("entries")
-        .and_then(Node::as_sequence)
-        .unwrap_or_default();
+    let owned: BTreeMap<Vec<u8>, u32> = entries
+        .iter()
+        .filter_map(|n| key_of(n).map(|(m, b)| (b, m.line)))
+        .collect();
+    seed.iter().find_map(|n| {
+        let (mark, bytes) = key_of(n)?;
+        let line = owned.get(&bytes)?;
+        Some((mark, written(codec, n, &bytes), *line))
+    })
+}
+
+/// What one list of a map's entries is encoded against.
+struct ListCtx<'a> {
+    function: &'a str,
+    map: &'a str,
+    /// The map whose entries they are.
+    def: &'a MapDef,
+    /// Its capacity (from config, else the object).
+    capacity: u32,
+    codec: &'a Codec,
+    /// Where the map is configured.
+    mark: Mark,
+}
+
+/// Encodes one list of entries (`entries:` or `seed:`). Keys must be
+/// unique, and with `already` entries of another list the lists must fit
+/// the map.
+fn encode_list(
+    ctx: &mut Ctx<'_>,
+    l: &ListCtx<'_>,
+    entries: &[Node<'_>],
+    already: usize,
+) -> Option<EntrySet> {
+    let (kenc, venc) = (&l.codec.key, &l.codec.value);
     let mut keys = Vec::with_capacity(entries.len() * kenc.size());
     let mut values = Vec::with_capacity(entries.len() * venc.size());
     let mut ok = true;
@@ -970,7 +1133,7 @@ fn map_entries(
         let (Some(k), Some(v)) = (e.get("key"), e.get("value")) else {
             continue;
         };
-        for (node, enc, out) in [(k, &kenc, &mut keys), (v, &venc, &mut values)] {
+        for (node, enc, out) in [(k, kenc, &mut keys), (v, venc, &mut values)] {
             let before = out.len();
             if let Err(source) = enc.encode(node, out) {
                 ok = false;
@@ -979,7 +1142,7 @@ fn map_entries(
                 ctx.err(
                     source.mark,
                     ErrorKind::Encode {
-                        what: format!("map {name}"),
+                        what: format!("map {}", l.map),
                         source,
                     },
                 );
@@ -992,88 +1155,57 @@ fn map_entries(
     if !ok {
         return None;
     }
-    let is_array = map_type::is_array(def.map_type);
-    if is_array {
+    let key_at = |n: &Node<'_>| n.get("key").map_or(n.mark, |k| k.mark);
+    if map_type::is_array(l.def.map_type) {
         for (i, k) in keys.chunks_exact(kenc.size().max(1)).enumerate() {
             let index = u32::from_le_bytes(
                 k.get(..4)
                     .and_then(|b| b.try_into().ok())
                     .unwrap_or([0xff; 4]),
             );
-            if index >= def.max_entries {
-                let at = entries[i].get("key").map_or(entries[i].mark, |n| n.mark);
+            if index >= l.capacity {
                 ctx.err(
-                    at,
+                    key_at(&entries[i]),
                     ErrorKind::IndexOutOfRange {
-                        map: name.to_owned(),
+                        map: l.map.to_owned(),
                         index,
-                        max: def.max_entries,
+                        max: l.capacity,
                     },
                 );
                 return None;
             }
         }
-    } else if entries.len() > def.max_entries as usize {
-        ctx.err(
-            mark,
-            ErrorKind::TooManyEntries {
-                function: function.to_owned(),
-                map: name.to_owned(),
-                count: entries.len(),
-                max: def.max_entries,
-            },
-        );
-        return None;
+    } else {
+        let count = entries.len() + already;
+        if count > l.capacity as usize {
+            ctx.err(
+                l.mark,
+                ErrorKind::TooManyEntries {
+                    function: l.function.to_owned(),
+                    map: l.map.to_owned(),
+                    count,
+                    max: l.capacity,
+                },
+            );
+            return None;
+        }
     }
     let set = match EntrySet::from_unsorted(kenc.size(), venc.size(), keys, values) {
         Ok(s) => s,
         Err(dup) => {
-            let first = entries[dup.first]
-                .get("key")
-                .map_or(entries[dup.first].mark, |n| n.mark);
-            let second = entries[dup.second]
-                .get("key")
-                .map_or(entries[dup.second].mark, |n| n.mark);
-            let key = entries[dup.second]
-                .get("key")
-                .and_then(|n| n.as_scalar())
-                .map_or_else(
-                    // A key written as a mapping or list: name it as kfd reads it back.
-                    || kdec.decode(&dup.key),
-                    |s| s.text.to_string(),
-                );
+            let second = &entries[dup.second];
             ctx.err(
-                second,
+                key_at(second),
                 ErrorKind::DuplicateKey {
-                    map: name.to_owned(),
-                    key,
-                    first_line: first.line,
+                    map: l.map.to_owned(),
+                    key: written(l.codec, second, &dup.key),
+                    first_line: key_at(&entries[dup.first]).line,
                 },
             );
             return None;
         }
     };
-    let swap_threshold = match cfg
-        .get("swap_threshold")
-        .and_then(Node::as_scalar)
-        .map(|s| s.resolve())
-    {
-        Some(Resolved::Float(f)) => Some(f),
-        Some(Resolved::Int(i)) => Some(i as f64),
-        _ => None,
-    };
-    Some(DesiredMap {
-        shape: shape_of_def(outer),
-        inner: map_type::is_map_in_map(outer.map_type).then(|| shape_of_def(def)),
-        swap_threshold,
-        update,
-        entries: Arc::new(set),
-        source: ctx.source(mark),
-        format: Arc::new(BtfFormat {
-            key: kdec,
-            value: vdec,
-        }),
-    })
+    Some(set)
 }
 
 #[cfg(test)]

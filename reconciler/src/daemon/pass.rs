@@ -495,6 +495,7 @@ fn action_subject(a: &Action) -> (Option<&str>, Option<&str>) {
         | Action::RecoverFunction { function }
         | Action::RecordOrigin { function } => (Some(function), None),
         Action::ManageMap { function, map }
+        | Action::SeedEntries { function, map, .. }
         | Action::UpdateEntries { function, map, .. }
         | Action::SwapMap { function, map, .. }
         | Action::UnmanageMap { function, map, .. } => (Some(function), Some(map)),

@@ -205,6 +205,17 @@ impl ByteMap {
         sys::map_update(self.fd(), key, &raw, 0).map_err(|e| self.err(e))
     }
 
+    /// Writes `key` only if it is not there (`BPF_NOEXIST`): `Ok(false)`
+    /// when it was, and nothing changed.
+    pub fn insert_new(&self, key: &[u8], value: &[u8]) -> Result<bool, MapError> {
+        let raw = self.expand(value);
+        match sys::map_update(self.fd(), key, &raw, 1) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// Writes a raw fd-sized value (prog arrays, map-in-map): the fd number.
     pub fn update_fd(&self, key: u32, fd: BorrowedFd<'_>) -> Result<(), MapError> {
         use std::os::fd::AsRawFd as _;

@@ -21,7 +21,7 @@ pub use render::{blocked_message, render_json, render_text};
 
 use crate::desired::{DesiredChain, DesiredFunction, DesiredState, Hold};
 use crate::entries::{EntryDiff, EntrySet};
-use crate::model::{ChainKey, Hook, TcAttach, UpdateMode, XdpMode, limits, map_type};
+use crate::model::{ChainKey, Hook, MapShape, TcAttach, UpdateMode, XdpMode, limits, map_type};
 
 /// Slots per revision (the ABI's KF_MAX_SLOTS).
 const SLOTS: u32 = limits::MAX_SLOTS as u32;
@@ -74,6 +74,11 @@ impl Plan {
     pub fn action_count(&self) -> usize {
         self.chains.iter().map(|c| c.actions.len()).sum()
     }
+
+    /// Number of chains with actions.
+    pub fn chains_with_actions(&self) -> usize {
+        self.chains.iter().filter(|c| !c.actions.is_empty()).count()
+    }
 }
 
 /// The plan for one chain.
@@ -86,6 +91,28 @@ pub struct ChainPlan {
     pub blocked: Option<Blocked>,
     /// Actions in execution order.
     pub actions: Vec<Action>,
+    /// What is worth knowing but needs no action.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Note>,
+}
+
+/// Information about a chain that is not a pending change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+pub enum Note {
+    /// Seeded entries whose live value differs from the seed: they are the
+    /// program's now, and stay as they are.
+    SeedDiffers {
+        /// The function.
+        function: String,
+        /// The map.
+        map: String,
+        /// How many differ.
+        count: usize,
+        /// The first of them: key, seed value, live value.
+        #[serde(skip)]
+        first: (Vec<u8>, Vec<u8>, Vec<u8>),
+    },
 }
 
 /// Why a chain cannot be converged now.
@@ -186,6 +213,16 @@ pub enum LoadReason {
         map: String,
         /// What changed.
         detail: String,
+    },
+    /// The config gives a map another size: a new map (which starts empty)
+    /// comes with a new instance.
+    Resized {
+        /// The map.
+        map: String,
+        /// Its live size.
+        from: u32,
+        /// Its size now.
+        to: u32,
     },
     /// The live instance is damaged (pins or records missing) and is rebuilt.
     Repair {
@@ -311,6 +348,20 @@ pub enum Action {
         /// Why a swap, for output.
         reason: String,
     },
+    /// Commit: write the seed entries whose key the live map lacks; from
+    /// then on they are the program's. A key the program creates meanwhile
+    /// is left as it is.
+    SeedEntries {
+        /// The function.
+        function: String,
+        /// The map.
+        map: String,
+        /// The entries to write.
+        #[serde(skip)]
+        entries: Arc<EntrySet>,
+        /// How many.
+        count: usize,
+    },
     /// Commit: a map left the config: its entries are removed and it becomes
     /// a state map (kfd stops writing it).
     UnmanageMap {
@@ -377,6 +428,7 @@ impl Action {
             | Action::LoadFunction { .. } => Phase::Build,
             Action::RecordOrigin { .. }
             | Action::ManageMap { .. }
+            | Action::SeedEntries { .. }
             | Action::UpdateEntries { .. }
             | Action::SwapMap { .. }
             | Action::UnmanageMap { .. }
@@ -441,6 +493,7 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &PlanOptions
                         error: error.clone(),
                     }),
                     actions: Vec::new(),
+                    notes: Vec::new(),
                 });
             }
             let plan = plan_chain(
@@ -456,7 +509,8 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &PlanOptions
                 },
                 opts,
             );
-            (!plan.actions.is_empty() || plan.blocked.is_some()).then_some(plan)
+            (!plan.actions.is_empty() || plan.blocked.is_some() || !plan.notes.is_empty())
+                .then_some(plan)
         })
         .collect();
     Plan { chains }
@@ -483,6 +537,7 @@ fn plan_chain(
         key: key.clone(),
         blocked: None,
         actions: Vec::new(),
+        notes: Vec::new(),
     };
     let desired = desired.filter(|d| !d.functions.is_empty() || !d.held.is_empty());
     let Some(desired) = desired else {
@@ -574,7 +629,7 @@ fn plan_chain(
                             function: f.name.clone(),
                         });
                     }
-                    commits.extend(map_actions(f, o, opts));
+                    commits.extend(map_actions(f, o, opts, &mut out.notes));
                 }
             },
         }
@@ -669,7 +724,9 @@ fn plan_chain(
                 Vec::new()
             },
             reset_state: match (&reason, obs.functions.get(&f.name)) {
-                (LoadReason::CodeChanged, Some(o)) => incompatible_state(f, o),
+                (LoadReason::CodeChanged | LoadReason::Resized { .. }, Some(o)) => {
+                    incompatible_state(f, o)
+                }
                 _ => Vec::new(),
             },
             reason,
@@ -908,14 +965,26 @@ fn needs_load(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) -> 
         return Some(LoadReason::GlobalsChanged);
     }
     // Every map of the object must be pinned (as config or state) and fit.
-    for (name, shape) in &f.program.maps {
+    for (name, shape) in f.shapes() {
         let pinned = o.maps.get(name).or_else(|| o.state.get(name));
         match pinned {
             None => return repair(format!("map {name} is no longer pinned")),
-            Some(p) if p.shape != *shape => {
+            Some(p) if p.shape != shape => {
+                // The config resized it: a new map, built with the program.
+                let resized = MapShape {
+                    max_entries: shape.max_entries,
+                    ..p.shape
+                };
+                if resized == shape && f.sizes.contains_key(name) {
+                    return Some(LoadReason::Resized {
+                        map: name.to_owned(),
+                        from: p.shape.max_entries,
+                        to: shape.max_entries,
+                    });
+                }
                 return repair(format!(
                     "pinned map {name} no longer fits the object: {}",
-                    p.shape.mismatch(shape).unwrap_or_default()
+                    p.shape.mismatch(&shape).unwrap_or_default()
                 ));
             }
             Some(_) => {}
@@ -939,14 +1008,13 @@ fn needs_load(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) -> 
     None
 }
 
-/// State maps pinned for `o` that `f`'s object defines differently.
+/// State maps pinned for `o` that `f` creates differently (its object
+/// defines them otherwise, or the config resized them).
 fn incompatible_state(f: &DesiredFunction, o: &ObservedFunction) -> Vec<String> {
-    f.program
-        .maps
-        .iter()
+    f.shapes()
         .filter(|(name, _)| !f.maps.contains_key(*name))
-        .filter(|(name, shape)| o.state.get(*name).is_some_and(|m| m.shape != **shape))
-        .map(|(name, _)| name.clone())
+        .filter(|(name, shape)| o.state.get(*name).is_some_and(|m| m.shape != *shape))
+        .map(|(name, _)| name.to_owned())
         .collect()
 }
 
@@ -983,14 +1051,19 @@ fn swap_reason(
 }
 
 fn diff_for(name: &str, f: &DesiredFunction, o: &ObservedFunction) -> Option<EntryDiff> {
-    let want = &f.maps.get(name)?.entries;
+    let m = f.maps.get(name)?;
     let have = o
         .maps
         .get(name)
         .or_else(|| o.state.get(name))?
         .entries
         .as_ref()?;
-    Some(normalized(want, have, f.maps[name].shape.is_array()))
+    // Seeded entries are the program's: never compared, never deleted.
+    Some(normalized(
+        &m.entries,
+        &have.without_keys_of(&m.seed),
+        m.shape.is_array(),
+    ))
 }
 
 fn normalized(want: &EntrySet, have: &EntrySet, is_array: bool) -> EntryDiff {
@@ -1003,9 +1076,14 @@ fn normalized(want: &EntrySet, have: &EntrySet, is_array: bool) -> EntryDiff {
     }
 }
 
-/// Entry updates and map swaps for a function whose program stays.
-fn map_actions(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) -> Vec<Action> {
-    let mut out = Vec::new();
+/// Entry updates, map swaps and seeds for a function whose program stays.
+fn map_actions(
+    f: &DesiredFunction,
+    o: &ObservedFunction,
+    opts: &PlanOptions,
+    notes: &mut Vec<Note>,
+) -> Vec<Action> {
+    let mut out = seed_actions(f, o, notes);
     for (name, m) in &f.maps {
         let (have, managed) = match (o.maps.get(name), o.state.get(name)) {
             (Some(have), _) => (have, true),
@@ -1052,7 +1130,8 @@ fn map_actions(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) ->
             continue;
         };
         let is_array = m.shape.is_array() || m.inner.is_some_and(|i| i.is_array());
-        let diff = normalized(&m.entries, entries, is_array);
+        // Seeded entries are the program's: never compared, never deleted.
+        let diff = normalized(&m.entries, &entries.without_keys_of(&m.seed), is_array);
         if diff.is_empty() {
             continue;
         }
@@ -1083,6 +1162,7 @@ fn map_actions(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) ->
         if f.maps.contains_key(name) {
             continue;
         }
+        // What kfd wrote goes; what a seed now gives the program stays.
         let keys = have
             .entries
             .as_ref()
@@ -1093,6 +1173,10 @@ fn map_actions(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) ->
                     e.clone()
                 }
             })
+            .map(|e| match f.state.get(name) {
+                Some(s) => e.without_keys_of(&s.seed),
+                None => e,
+            })
             .map(|e| e.packed_keys().to_vec())
             .unwrap_or_default();
         let removed = keys.len() / (have.shape.key_size.max(1) as usize);
@@ -1102,6 +1186,48 @@ fn map_actions(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) ->
             deletes: Arc::new(keys),
             removed,
         });
+    }
+    out
+}
+
+/// The seed entries live maps lack, and a note on seeded entries whose
+/// values the program changed. Arrays get their seed only when fresh: an
+/// element is always there, so "missing" cannot be told from zero.
+fn seed_actions(f: &DesiredFunction, o: &ObservedFunction, notes: &mut Vec<Note>) -> Vec<Action> {
+    let mut out = Vec::new();
+    let names = f.maps.keys().chain(f.state.keys());
+    for name in names {
+        let Some(seed) = f.seed(name) else {
+            continue;
+        };
+        let live = o.maps.get(name).or_else(|| o.state.get(name));
+        let Some(live) = live.filter(|m| !m.shape.is_array() && m.inner.is_none()) else {
+            continue;
+        };
+        let Some(have) = &live.entries else {
+            continue;
+        };
+        let missing = seed.missing_from(have);
+        if !missing.is_empty() {
+            out.push(Action::SeedEntries {
+                function: f.name.clone(),
+                map: name.clone(),
+                count: missing.len(),
+                entries: Arc::new(missing),
+            });
+        }
+        let differ: Vec<(&[u8], &[u8], &[u8])> = seed
+            .iter()
+            .filter_map(|(k, v)| have.get(k).filter(|l| *l != v).map(|l| (k, v, l)))
+            .collect();
+        if let Some((k, v, l)) = differ.first() {
+            notes.push(Note::SeedDiffers {
+                function: f.name.clone(),
+                map: name.clone(),
+                count: differ.len(),
+                first: (k.to_vec(), v.to_vec(), l.to_vec()),
+            });
+        }
     }
     out
 }

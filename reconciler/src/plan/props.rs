@@ -245,6 +245,7 @@ fn map(
         swap_threshold: None,
         update,
         entries: Arc::new(entries),
+        seed: Default::default(),
         source: source(),
         format: Arc::new(HexFormat),
     }
@@ -279,6 +280,8 @@ fn function(f: &FnSpec, uses_abi: bool) -> DesiredFunction {
         globals: Vec::new(),
         globals_digest: [f.globals; 32],
         maps,
+        state: BTreeMap::new(),
+        sizes: BTreeMap::new(),
         origin: super::tests::origin(1),
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{Action, Blocked, ChainPlan, LoadReason, Plan, SlotChange, group};
+use super::{Action, Blocked, ChainPlan, LoadReason, Note, Plan, SlotChange, group};
 use crate::config::error::Escaped;
 use crate::desired::{DesiredState, EntryFormat, HexFormat};
 use crate::model::ChainKey;
@@ -24,8 +24,12 @@ fn format_for<'a>(
         .chains
         .get(key)
         .and_then(|c| c.functions.iter().find(|f| f.name == function))
-        .and_then(|f| f.maps.get(map))
-        .map(|m| m.format.as_ref())
+        .and_then(|f| {
+            f.maps
+                .get(map)
+                .map(|m| m.format.as_ref())
+                .or_else(|| f.state.get(map).map(|s| s.format.as_ref()))
+        })
         .unwrap_or(&HexFormat)
 }
 
@@ -89,6 +93,11 @@ fn reason_text(r: &LoadReason) -> String {
         LoadReason::CodeChanged => "program swap: code changed".into(),
         LoadReason::GlobalsChanged => "program swap: globals changed".into(),
         LoadReason::MapsSwap { map, detail } => format!("program swap: {map}: {detail}"),
+        LoadReason::Resized { map, from, to } => format!(
+            "program swap: map {map} resized ({} → {} entries); the new map starts empty",
+            group(*from as usize),
+            group(*to as usize)
+        ),
         LoadReason::Repair { detail } => format!("repair: {detail}"),
         LoadReason::Relink => "relink: new slot".into(),
     }
@@ -130,6 +139,31 @@ fn held(desired: &DesiredState) -> impl Iterator<Item = (&ChainKey, &str, &crate
 
 fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
     let _ = writeln!(out, "chain {}:", c.key);
+    for n in &c.notes {
+        match n {
+            Note::SeedDiffers {
+                function,
+                map,
+                count,
+                first: (k, seed, live),
+            } => {
+                let fmt = format_for(desired, &c.key, function, map);
+                let _ = writeln!(
+                    out,
+                    "  i {function} {map}: {} the program changed from the seed (left as {}), e.g. {}: seed {}, live {}",
+                    if *count == 1 {
+                        "1 seeded entry".to_owned()
+                    } else {
+                        format!("{} seeded entries", group(*count))
+                    },
+                    if *count == 1 { "it is" } else { "they are" },
+                    fmt.key(k),
+                    fmt.value(seed),
+                    fmt.value(live)
+                );
+            }
+        }
+    }
     if let Some(b) = &c.blocked {
         let _ = writeln!(out, "  ! blocked: {}", blocked_message(&c.key, b));
         return;
@@ -200,6 +234,30 @@ fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
                 let _ = writeln!(
                     out,
                     "  ~ {function} {map}: now configured (kfd writes it from now on)"
+                );
+            }
+            Action::SeedEntries {
+                function,
+                map,
+                entries,
+                count,
+            } => {
+                let fmt = format_for(desired, &c.key, function, map);
+                let shown: Vec<String> = entries
+                    .iter()
+                    .take(SHOWN_ENTRIES)
+                    .map(|(k, v)| format!("{}: {}", fmt.key(k), fmt.value(v)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  ~ {function} {map}: seed {} the map lacks ({}{}); the program's from then on",
+                    if *count == 1 {
+                        "1 entry".to_owned()
+                    } else {
+                        format!("{} entries", group(*count))
+                    },
+                    shown.join(", "),
+                    if *count > SHOWN_ENTRIES { ", …" } else { "" }
                 );
             }
             Action::RecordOrigin { function } => {

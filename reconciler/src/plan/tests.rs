@@ -91,6 +91,7 @@ fn func(name: &str, priority: u32, ips: &[u8]) -> DesiredFunction {
             swap_threshold: None,
             update: UpdateMode::Auto,
             entries: Arc::new(deny(ips)),
+            seed: Default::default(),
             source: src(),
             format: Arc::new(HexFormat),
         },
@@ -104,6 +105,8 @@ fn func(name: &str, priority: u32, ips: &[u8]) -> DesiredFunction {
         globals: Vec::new(),
         globals_digest: digest(0),
         maps,
+        state: BTreeMap::new(),
+        sizes: BTreeMap::new(),
         origin: origin(1),
     }
 }
@@ -224,7 +227,13 @@ pub(crate) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) ->
                                 ObservedMap {
                                     shape: m.shape,
                                     inner: m.inner,
-                                    entries: Some((*m.entries).clone()),
+                                    entries: Some({
+                                        let mut all = (*m.entries).clone();
+                                        for (k, v) in m.seed.iter() {
+                                            all.insert(k, v);
+                                        }
+                                        all
+                                    }),
                                 },
                             )
                         })
@@ -234,18 +243,19 @@ pub(crate) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) ->
                     // Whatever is not a config map stays (or starts as) a state map;
                     // a relink keeps the live roles (ManageMap/UnmanageMap move them).
                     let state = f
-                        .program
-                        .maps
-                        .iter()
+                        .shapes()
                         .filter(|(n, _)| !maps.contains_key(*n))
                         .map(|(n, s)| {
-                            let kept = old_state.get(n).filter(|m| m.shape == *s).cloned();
+                            let kept = old_state.get(n).filter(|m| m.shape == s).cloned();
+                            // A fresh state map starts with its seed (read, as
+                            // gather reads seeded state maps).
+                            let seeded = f.state.get(n).map(|st| (*st.seed).clone());
                             (
-                                n.clone(),
+                                n.to_owned(),
                                 kept.unwrap_or(ObservedMap {
-                                    shape: *s,
+                                    shape: s,
                                     inner: None,
-                                    entries: None,
+                                    entries: seeded,
                                 }),
                             )
                         })
@@ -271,6 +281,27 @@ pub(crate) fn simulate(plan: &Plan, d: &DesiredState, before: &ObservedState) ->
                 Action::RecoverFunction { function } => {
                     let c = o.chains.get_mut(&cp.key).unwrap();
                     c.functions.get_mut(function).unwrap().retired = false;
+                }
+                Action::SeedEntries {
+                    function,
+                    map,
+                    entries,
+                    ..
+                } => {
+                    let f = o
+                        .chains
+                        .get_mut(&cp.key)
+                        .unwrap()
+                        .functions
+                        .get_mut(function)
+                        .unwrap();
+                    let m = f.maps.get_mut(map).or(f.state.get_mut(map)).unwrap();
+                    let live = m.entries.as_mut().unwrap();
+                    for (k, v) in entries.iter() {
+                        if live.get(k).is_none() {
+                            live.insert(k, v);
+                        }
+                    }
                 }
                 Action::RecordOrigin { function } => {
                     let f = want
@@ -462,6 +493,12 @@ pub(crate) fn names(plan: &Plan) -> Vec<String> {
             } => format!("load {function} {reason:?}"),
             Action::ManageMap { function, map } => format!("manage {function}.{map}"),
             Action::RecordOrigin { function } => format!("record {function}"),
+            Action::SeedEntries {
+                function,
+                map,
+                count,
+                ..
+            } => format!("seed {function}.{map} {count}"),
             Action::UpdateEntries {
                 function,
                 map,
@@ -1015,6 +1052,7 @@ fn arrays_treat_zero_as_absent() {
             swap_threshold: None,
             update: UpdateMode::Auto,
             entries: Arc::new(zero),
+            seed: Default::default(),
             source: src(),
             format: Arc::new(HexFormat),
         },
@@ -1067,6 +1105,7 @@ fn with_list(set: EntrySet, update: UpdateMode, threshold: Option<f64>) -> Desir
             swap_threshold: threshold,
             update,
             entries: Arc::new(set),
+            seed: Default::default(),
             source: src(),
             format: Arc::new(HexFormat),
         },
@@ -1468,4 +1507,101 @@ fn a_chain_that_cannot_be_read_is_left_alone_and_others_converge() {
         );
     }
     drop(chain);
+}
+
+/// deny_v4 entries (10.0.0.i/32 → v).
+fn deny_with(pairs: &[(u8, u8)]) -> EntrySet {
+    let mut set = EntrySet::new(8, 1);
+    for (ip, v) in pairs {
+        let mut k = 32u32.to_ne_bytes().to_vec();
+        k.extend_from_slice(&[10, 0, 0, *ip]);
+        set.insert(&k, &[*v]);
+    }
+    set
+}
+
+fn live_deny<'a>(o: &'a mut ObservedState, function: &str) -> &'a mut EntrySet {
+    o.chains
+        .get_mut(&key("eth0"))
+        .unwrap()
+        .functions
+        .get_mut(function)
+        .unwrap()
+        .maps
+        .get_mut("deny_v4")
+        .unwrap()
+        .entries
+        .as_mut()
+        .unwrap()
+}
+
+#[test]
+fn seeded_entries_are_written_once_and_are_then_the_programs() {
+    let mut f = func("a", 10, &[1]);
+    f.maps.get_mut("deny_v4").unwrap().seed = Arc::new(deny_with(&[(2, 7)]));
+    let d = desired(vec![f]);
+    let mut live = converged(&d);
+    assert_eq!(
+        live_deny(&mut live, "a").len(),
+        2,
+        "a fresh map gets entries and seed"
+    );
+    // The program counts in the seeded value: not drift, never rewritten.
+    live_deny(&mut live, "a").insert(deny_with(&[(2, 9)]).key(0), &[9]);
+    let p = run(&d, &live);
+    assert!(p.in_sync(), "{:?}", names(&p));
+    let [c] = &p.chains[..] else { panic!() };
+    assert_eq!(
+        c.notes,
+        [Note::SeedDiffers {
+            function: "a".into(),
+            map: "deny_v4".into(),
+            count: 1,
+            first: (deny_with(&[(2, 0)]).key(0).to_vec(), vec![7], vec![9]),
+        }]
+    );
+    // It deleted its key: the seed is written again, only if still missing.
+    let mut gone = live.clone();
+    let kept = live_deny(&mut gone, "a").without_keys_of(&deny_with(&[(2, 0)]));
+    *live_deny(&mut gone, "a") = kept;
+    assert_eq!(names(&run(&d, &gone)), ["seed a.deny_v4 1"]);
+    assert_converges(&d, &gone);
+    // An entry kfd owns is still kfd's: a changed value is repaired.
+    let mut drift = live.clone();
+    live_deny(&mut drift, "a").insert(deny_with(&[(1, 0)]).key(0), &[5]);
+    assert_eq!(names(&run(&d, &drift)), ["entries a.deny_v4 +0 ~1 -0"]);
+}
+
+#[test]
+fn a_size_from_config_is_a_program_swap_and_the_state_map_starts_empty() {
+    let d = desired(vec![func("a", 10, &[1])]);
+    let live = converged(&d);
+    let mut resized = d.clone();
+    resized.chains.get_mut(&key("eth0")).unwrap().functions[0]
+        .sizes
+        .insert("buckets".into(), 100);
+    let p = run(&resized, &live);
+    let load = p.chains[0]
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::LoadFunction { .. }))
+        .expect("a load");
+    let Action::LoadFunction {
+        reason,
+        reset_state,
+        ..
+    } = load
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason,
+        &LoadReason::Resized {
+            map: "buckets".into(),
+            from: 65536,
+            to: 100
+        }
+    );
+    assert_eq!(reset_state, &["buckets".to_owned()]);
+    assert_converges(&resized, &live);
 }
