@@ -473,6 +473,17 @@ fn apply_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
                     Some(e) => eprintln!("kfd: {}: {}", c.key, EscapedLines(&format!("{e:#}"))),
                 }
             }
+            for s in &report.shared {
+                match &s.error {
+                    None => println!(
+                        "converged shared map {}: {} entr{} written",
+                        s.name,
+                        s.entries_written,
+                        if s.entries_written == 1 { "y" } else { "ies" }
+                    ),
+                    Some(e) => eprintln!("kfd: shared map {}: {e:#}", s.name),
+                }
+            }
             if let Some(e) = &store_error {
                 eprintln!(
                     "kfd: the kernel converged as above, but {e}; nothing is lost (the kernel's load records say what runs)"

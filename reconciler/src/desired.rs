@@ -18,6 +18,58 @@ pub struct DesiredState {
     /// matches the kernel): chain settings it may have set are unknown too,
     /// so live attachments are kept as they are.
     pub incomplete: bool,
+    /// Maps shared by several functions, by share name.
+    pub shared: BTreeMap<String, DesiredShared>,
+}
+
+/// A map several functions of the root use (`share:`), pinned once.
+#[derive(Debug, Clone)]
+pub struct DesiredShared {
+    /// Its shape; every user's object must define it so.
+    pub shape: MapShape,
+    /// For a map-in-map: the inner maps' shape.
+    pub inner: Option<MapShape>,
+    /// Who uses it.
+    pub users: Vec<SharedUser>,
+    /// Entries kfd owns, when one user's config lists them (None: the
+    /// programs' map, kfd writes only its seed).
+    pub entries: Option<DesiredMap>,
+    /// Seed entries (see [`DesiredMap::seed`]).
+    pub seed: Arc<EntrySet>,
+    /// How to print its entries.
+    pub format: Arc<dyn EntryFormat>,
+}
+
+/// What one function's config says of a map it shares.
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    /// The share's name.
+    pub share: String,
+    /// The map's shape in this function's object (sized by its config).
+    pub shape: MapShape,
+    /// For a map-in-map: the inner maps' shape.
+    pub inner: Option<MapShape>,
+    /// Entries, if this config lists them.
+    pub entries: Option<DesiredMap>,
+    /// Seed entries (empty: none).
+    pub seed: Arc<EntrySet>,
+    /// How to print its entries.
+    pub format: Arc<dyn EntryFormat>,
+    /// Where `share:` is written.
+    pub source: Source,
+}
+
+/// One function using a shared map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct SharedUser {
+    /// Its chain.
+    pub chain: ChainKey,
+    /// The function.
+    pub function: String,
+    /// The map's name in its object.
+    pub map: String,
+    /// Where its `share:` is.
+    pub source: Source,
 }
 
 /// One chain: its settings and its functions in run order.
@@ -127,6 +179,10 @@ pub struct DesiredFunction {
     pub state: BTreeMap<String, StateMap>,
     /// Sizes (`max_entries:`) the config gives, for any of the object's maps.
     pub sizes: BTreeMap<String, u32>,
+    /// Maps of the object that are shared (`share:`), by object name. They
+    /// are neither in `maps` nor in `state`; merging gathers every user's
+    /// into [`DesiredState::shared`].
+    pub shares: BTreeMap<String, ShareConfig>,
     /// The file and content it comes from (recorded with the live instance).
     pub origin: Origin,
 }

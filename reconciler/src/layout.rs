@@ -14,6 +14,7 @@
 //!     fn/<name>/state/<map>                state maps (kfd never writes them)
 //!     fn/<name>@new/...                    a function being built (make before break)
 //!     fn/<name>@old/...                    the instance it replaced, until cleanup
+//!   shared/<share>                         a map functions share (`share:`)
 //! ```
 //!
 //! bpffs refuses names containing a dot (reserved by the kernel), so dots
@@ -81,6 +82,17 @@ impl Layout {
     /// The chain's record (what kfd added to the interface, e.g. a clsact qdisc).
     pub fn chain_meta(&self, key: &ChainKey) -> PathBuf {
         self.chain_dir(key).join("meta")
+    }
+
+    /// Where maps shared by several functions (`share:`) are pinned, once
+    /// for the whole root.
+    pub fn shared_dir(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+
+    /// The pin of shared map `name`.
+    pub fn shared_map(&self, name: &str) -> PathBuf {
+        self.shared_dir().join(name)
     }
 
     /// The directory holding the chain's functions.

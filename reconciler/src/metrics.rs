@@ -198,6 +198,7 @@ pub fn action_labels(a: &Action) -> (&'static str, &'static str) {
                 | LoadReason::GlobalsChanged
                 | LoadReason::MapsSwap { .. }
                 | LoadReason::Resized { .. }
+                | LoadReason::Shares { .. }
                 | LoadReason::Repair { .. } => "program_swap",
             },
         ),

@@ -9,7 +9,10 @@
 //! but the new configuration stays in force.
 
 pub mod failpoint;
+mod shared;
 mod steps;
+
+pub use shared::SharedReport;
 
 use failpoint::hit;
 
@@ -119,17 +122,21 @@ pub struct ChainReport {
 pub struct ApplyReport {
     /// One report per chain of the plan, in plan order.
     pub chains: Vec<ChainReport>,
+    /// One report per shared map of the plan.
+    pub shared: Vec<SharedReport>,
 }
 
 impl ApplyReport {
-    /// Whether every chain converged.
+    /// Whether every chain and shared map converged.
     pub fn ok(&self) -> bool {
         self.chains.iter().all(|c| c.error.is_none())
+            && self.shared.iter().all(|s| s.error.is_none())
     }
 
-    /// Entries written over all chains.
+    /// Entries written over all chains and shared maps.
     pub fn entries_written(&self) -> usize {
-        self.chains.iter().map(|c| c.entries_written).sum()
+        self.chains.iter().map(|c| c.entries_written).sum::<usize>()
+            + self.shared.iter().map(|s| s.entries_written).sum::<usize>()
     }
 
     /// Time spent in map writes over all chains.
@@ -147,6 +154,12 @@ pub fn execute(
     layout: &Layout,
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
+    // Shared maps first: the chains' loads use their pins.
+    let mut shared: Vec<SharedReport> = plan
+        .shared
+        .iter()
+        .map(|s| shared::run(layout, s, true))
+        .collect();
     for cp in &plan.chains {
         if cp.actions.is_empty() && cp.blocked.is_none() {
             continue; // notes only
@@ -184,6 +197,14 @@ pub fn execute(
             error,
         });
     }
+    for (s, r) in plan.shared.iter().zip(&mut shared) {
+        if r.error.is_none() {
+            let after = shared::run(layout, s, false);
+            r.entries_written += after.entries_written;
+            r.error = after.error;
+        }
+    }
+    report.shared = shared;
     report
 }
 

@@ -213,6 +213,16 @@ impl<'a> ChainRun<'a> {
         let mut pinned = self.chain_pins(&f.program.chain_maps);
         let mut reused = Vec::new();
         for (name, shape) in f.shapes() {
+            // Shared maps are the root's: pinned once, created by the plan
+            // of the shared map before any chain loads.
+            if let Some(sc) = f.shares.get(name) {
+                pinned.push(PinnedMap {
+                    name,
+                    path: self.layout.shared_map(&sc.share),
+                    shape,
+                });
+                continue;
+            }
             let config = f.maps.contains_key(name);
             let from = if config && !inst.fresh_maps {
                 [live.config_map(name), live.state_map(name)]

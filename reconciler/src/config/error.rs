@@ -341,6 +341,16 @@ pub enum ErrorKind {
         /// Line of the entry.
         entry_line: u32,
     },
+    /// Users of one shared map disagree.
+    #[error("shared map {share}: {detail} at {other}")]
+    SharedMap {
+        /// The share.
+        share: String,
+        /// What differs.
+        detail: String,
+        /// The other user's `share:`.
+        other: Source,
+    },
     /// A map the object leaves unsized, with no size in config.
     #[error(
         "map {map} has max_entries 0 in the object (its loader sizes it at run time): set maps.{map}.max_entries"

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::error::{ConfigError, ErrorKind};
 use super::resolve::FileDesired;
 use super::yaml::Mark;
-use crate::desired::{DesiredChain, DesiredState};
+use crate::desired::{DesiredChain, DesiredShared, DesiredState, SharedUser};
 use crate::model::{ChainKey, Hook, Source, TcAttach, XdpMode, limits};
 
 /// A clash between files (or within one file's functions on a chain).
@@ -37,6 +37,105 @@ impl Conflict {
             .unwrap_or(by_file.len().saturating_sub(1));
         by_file.swap_remove(at).1
     }
+}
+
+/// Gathers every function's `share:` into [`DesiredState::shared`]: one
+/// shape for all users, entries and seed from one place each.
+fn shared_maps(
+    desired: &mut DesiredState,
+    owner: &BTreeMap<(ChainKey, String), (&str, Source)>,
+    conflicts: &mut Vec<Conflict>,
+) {
+    let file_of = |key: &ChainKey, f: &str| owner.get(&(key.clone(), f.to_owned())).map(|o| o.0);
+    let mut shared: BTreeMap<String, (DesiredShared, Option<Source>, Option<Source>)> =
+        BTreeMap::new();
+    for (key, chain) in &desired.chains {
+        for f in &chain.functions {
+            for (map, sc) in &f.shares {
+                let user = SharedUser {
+                    chain: key.clone(),
+                    function: f.name.clone(),
+                    map: map.clone(),
+                    source: sc.source.clone(),
+                };
+                let Some((s, entries_at, seed_at)) = shared.get_mut(&sc.share) else {
+                    shared.insert(
+                        sc.share.clone(),
+                        (
+                            DesiredShared {
+                                shape: sc.shape,
+                                inner: sc.inner,
+                                users: vec![user],
+                                entries: sc.entries.clone(),
+                                seed: sc.seed.clone(),
+                                format: sc.format.clone(),
+                            },
+                            sc.entries.as_ref().map(|_| sc.source.clone()),
+                            (!sc.seed.is_empty()).then(|| sc.source.clone()),
+                        ),
+                    );
+                    continue;
+                };
+                let first = s.users[0].clone();
+                let clash = |detail: String, other: &Source| {
+                    let mut files: BTreeSet<&str> = BTreeSet::new();
+                    files.extend(file_of(key, &f.name));
+                    files.extend(file_of(&first.chain, &first.function));
+                    Conflict {
+                        by_file: files
+                            .into_iter()
+                            .map(|file| {
+                                (
+                                    file.to_owned(),
+                                    at(
+                                        &sc.source,
+                                        ErrorKind::SharedMap {
+                                            share: sc.share.clone(),
+                                            detail: detail.clone(),
+                                            other: other.clone(),
+                                        },
+                                    ),
+                                )
+                            })
+                            .collect(),
+                    }
+                };
+                // One function on several interfaces is one place.
+                let same_place = |at: &Option<Source>| at.as_ref() == Some(&sc.source);
+                if let Some(m) = sc
+                    .shape
+                    .mismatch(&s.shape)
+                    .or_else(|| (sc.inner != s.inner).then(|| "inner maps differ".to_owned()))
+                {
+                    conflicts.push(clash(
+                        format!("map {map} of {} has another shape ({m})", f.name),
+                        &first.source,
+                    ));
+                } else if let (Some(_), Some(other)) = (&sc.entries, entries_at.as_ref())
+                    && !same_place(entries_at)
+                {
+                    conflicts.push(clash("its entries are given here and".into(), other));
+                } else if let (false, Some(other)) = (sc.seed.is_empty(), seed_at.as_ref())
+                    && !same_place(seed_at)
+                {
+                    conflicts.push(clash("its seed is given here and".into(), other));
+                } else {
+                    if sc.entries.is_some() && entries_at.is_none() {
+                        s.entries = sc.entries.clone();
+                        s.format = sc.format.clone();
+                        *entries_at = Some(sc.source.clone());
+                    }
+                    if !sc.seed.is_empty() && seed_at.is_none() {
+                        s.seed = sc.seed.clone();
+                        s.format = sc.format.clone();
+                        *seed_at = Some(sc.source.clone());
+                    }
+                    s.users.push(user);
+                }
+            }
+        }
+    }
+    desired.shared = shared.into_iter().map(|(n, (s, _, _))| (n, s)).collect();
 }
 
 fn at(src: &Source, kind: ErrorKind) -> ConfigError {
@@ -235,6 +334,8 @@ pub fn merge(files: &[(&str, &FileDesired)]) -> (DesiredState, Vec<Conflict>) {
             });
         }
     }
+
+    shared_maps(&mut desired, &owner, &mut conflicts);
 
     // Too many functions: every file on the chain is involved, and the
     // error for each is reported at its own first function there.

@@ -173,7 +173,10 @@ impl World {
         let (blocked, runnable): (Vec<_>, Vec<_>) =
             p.chains.into_iter().partition(|c| c.blocked.is_some());
         let failed = Snapshot::files_on(&loaded.desired, &live, blocked.iter().map(|c| &c.key));
-        let runnable = Plan { chains: runnable };
+        let runnable = Plan {
+            chains: runnable,
+            shared: vec![],
+        };
         if std::env::var("KFD_PROPS_DEBUG").is_ok() {
             eprintln!(
                 "pass: files {:?} unknown {:?} errors {:?}\n  plan {:?}\n  blocked {:?}",

@@ -17,7 +17,7 @@ use super::yaml::{Mark, Node, Resolved};
 use crate::btf::{Decoder, Encoder, MapDef, ObjectInfo};
 use crate::builtin::{self, ObjectKind, shape_of_def};
 use crate::desired::{
-    DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin, StateMap,
+    DesiredFunction, DesiredMap, EntryFormat, ProgramImage, ProgramOrigin, ShareConfig, StateMap,
 };
 use crate::entries::EntrySet;
 use crate::kernel::netns;
@@ -504,6 +504,7 @@ fn function(ctx: &mut Ctx<'_>, f: &Node<'_>, objects: &mut Objects) -> Entry {
                         maps: maps.config.clone(),
                         state: maps.state.clone(),
                         sizes: maps.sizes.clone(),
+                        shares: maps.shares.clone(),
                         origin: ctx.origin,
                     },
                 )
@@ -867,6 +868,8 @@ struct Maps {
     state: BTreeMap<String, StateMap>,
     /// Sizes given by config, for any of the object's maps.
     sizes: BTreeMap<String, u32>,
+    /// Shared maps, by object name.
+    shares: BTreeMap<String, ShareConfig>,
 }
 
 fn maps(ctx: &mut Ctx<'_>, f: &Node<'_>, image: &ProgramImage, info: &ObjectInfo) -> Option<Maps> {
@@ -912,7 +915,30 @@ fn maps(ctx: &mut Ctx<'_>, f: &Node<'_>, image: &ProgramImage, info: &ObjectInfo
                 .iter()
                 .any(|key| cfg.get(key).is_some());
         let has_seed = cfg.get("seed").is_some();
+        let share = str_of(cfg, "share").map(str::to_owned);
+        let mut shape = shape_of_def(def);
+        if let Some(size) = size {
+            shape.max_entries = size;
+        }
         if !owned && !has_seed {
+            if let Some(share) = share {
+                // Shared as it is: the programs' map, nothing to write.
+                out.shares.insert(
+                    name,
+                    ShareConfig {
+                        share,
+                        shape,
+                        inner: def.inner.as_deref().map(shape_of_def),
+                        entries: None,
+                        seed: Arc::new(EntrySet::new(
+                            def.key_size as usize,
+                            def.value_size as usize,
+                        )),
+                        format: Arc::new(crate::desired::HexFormat),
+                        source: ctx.source(k.mark),
+                    },
+                );
+            }
             continue;
         }
         // A map-in-map's entries are those of its inner map (slot 0).
@@ -975,23 +1001,38 @@ fn maps(ctx: &mut Ctx<'_>, f: &Node<'_>, image: &ProgramImage, info: &ObjectInfo
             );
             continue;
         }
-        let mut shape = shape_of_def(def);
-        if let Some(size) = size {
-            shape.max_entries = size;
-        }
         let format = Arc::new(BtfFormat {
             key: codec.key_decoder,
             value: codec.value_decoder,
         });
+        let inner = map_type::is_map_in_map(def.map_type).then(|| shape_of_def(contents));
         if !owned {
-            out.state.insert(
-                name,
-                StateMap {
-                    seed: Arc::new(seed),
-                    source: ctx.source(k.mark),
-                    format,
-                },
-            );
+            match share {
+                Some(share) => {
+                    out.shares.insert(
+                        name,
+                        ShareConfig {
+                            share,
+                            shape,
+                            inner,
+                            entries: None,
+                            seed: Arc::new(seed),
+                            format,
+                            source: ctx.source(k.mark),
+                        },
+                    );
+                }
+                None => {
+                    out.state.insert(
+                        name,
+                        StateMap {
+                            seed: Arc::new(seed),
+                            source: ctx.source(k.mark),
+                            format,
+                        },
+                    );
+                }
+            }
             continue;
         }
         let update = match str_of(cfg, "update") {
@@ -1008,19 +1049,36 @@ fn maps(ctx: &mut Ctx<'_>, f: &Node<'_>, image: &ProgramImage, info: &ObjectInfo
             Some(Resolved::Int(i)) => Some(i as f64),
             _ => None,
         };
-        out.config.insert(
-            name,
-            DesiredMap {
-                shape,
-                inner: map_type::is_map_in_map(def.map_type).then(|| shape_of_def(contents)),
-                swap_threshold,
-                update,
-                entries: Arc::new(entries),
-                seed: Arc::new(seed),
-                source: ctx.source(k.mark),
-                format,
-            },
-        );
+        let seed = Arc::new(seed);
+        let m = DesiredMap {
+            shape,
+            inner,
+            swap_threshold,
+            update,
+            entries: Arc::new(entries),
+            seed: seed.clone(),
+            source: ctx.source(k.mark),
+            format: format.clone(),
+        };
+        match share {
+            Some(share) => {
+                out.shares.insert(
+                    name,
+                    ShareConfig {
+                        share,
+                        shape,
+                        inner,
+                        entries: Some(m),
+                        seed,
+                        format,
+                        source: ctx.source(k.mark),
+                    },
+                );
+            }
+            None => {
+                out.config.insert(name, m);
+            }
+        }
     }
     ok.then_some(out)
 }

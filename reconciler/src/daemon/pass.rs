@@ -363,6 +363,14 @@ fn report(
         });
     }
 
+    for sr in &report.shared {
+        if let Some(e) = &sr.error {
+            failing.push(format!("shared map {}", sr.name));
+            problem(format!("shared map {}: {e}", sr.name), &|| {
+                error!(map = %sr.name, error = %e, "shared map {}: {e}", sr.name);
+            });
+        }
+    }
     let duration = started.elapsed();
     let success =
         failing.is_empty() && waiting.is_empty() && held.is_empty() && store_error.is_none();

@@ -25,7 +25,9 @@ use crate::model::{ChainKey, Hook, MapShape, TcAttach, UpdateMode, XdpMode, limi
 
 /// Slots per revision (the ABI's KF_MAX_SLOTS).
 const SLOTS: u32 = limits::MAX_SLOTS as u32;
-use crate::state::model::{InterfaceState, ObservedChain, ObservedFunction, ObservedState};
+use crate::state::model::{
+    InterfaceState, ObservedChain, ObservedFunction, ObservedMap, ObservedState,
+};
 
 /// Knobs of the planner.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +49,59 @@ impl Default for PlanOptions {
 pub struct Plan {
     /// Chains with work to do or a reason they cannot be converged, in key order.
     pub chains: Vec<ChainPlan>,
+    /// Shared maps with work to do, by name: created and written before
+    /// the chains (whose loads use them), removed after.
+    pub shared: Vec<SharedPlan>,
+}
+
+/// The plan for one shared map.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedPlan {
+    /// The share's name.
+    pub name: String,
+    /// Why it cannot be touched, if it cannot; `actions` is then empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    /// What to do, in order.
+    pub actions: Vec<SharedAction>,
+}
+
+/// One step on a shared map.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum SharedAction {
+    /// Create and pin it, filled with its entries and seed.
+    Create {
+        /// Its shape.
+        shape: MapShape,
+        /// The entries to fill it with.
+        #[serde(skip)]
+        fill: Arc<EntrySet>,
+        /// How many.
+        count: usize,
+    },
+    /// Write the entries kfd owns (upserts, then deletes).
+    Entries {
+        /// The writes.
+        #[serde(skip)]
+        diff: Arc<EntryDiff>,
+        /// Upserts of new keys.
+        added: usize,
+        /// Upserts of changed values.
+        changed: usize,
+        /// Deletes.
+        removed: usize,
+    },
+    /// Write the seed entries it lacks.
+    Seed {
+        /// The entries.
+        #[serde(skip)]
+        entries: Arc<EntrySet>,
+        /// How many.
+        count: usize,
+    },
+    /// Unpin it: no function of the config uses it any more.
+    Remove,
 }
 
 impl Plan {
@@ -55,12 +110,16 @@ impl Plan {
         self.chains
             .iter()
             .all(|c| c.actions.is_empty() && c.blocked.is_none())
+            && self
+                .shared
+                .iter()
+                .all(|s| s.actions.is_empty() && s.blocked.is_none())
     }
 
     /// Whether a chain is blocked by an error (not just waiting for its
     /// interface): `plan` then exits 1, as for a config error.
     pub fn has_errors(&self) -> bool {
-        self.blocked().any(|(_, b)| b.is_error())
+        self.blocked().any(|(_, b)| b.is_error()) || self.shared.iter().any(|s| s.blocked.is_some())
     }
 
     /// Chains that cannot be converged, with the reason.
@@ -70,9 +129,10 @@ impl Plan {
             .filter_map(|c| c.blocked.as_ref().map(|b| (&c.key, b)))
     }
 
-    /// Number of actions over all chains.
+    /// Number of actions over all chains and shared maps.
     pub fn action_count(&self) -> usize {
-        self.chains.iter().map(|c| c.actions.len()).sum()
+        self.chains.iter().map(|c| c.actions.len()).sum::<usize>()
+            + self.shared.iter().map(|s| s.actions.len()).sum::<usize>()
     }
 
     /// Number of chains with actions.
@@ -213,6 +273,14 @@ pub enum LoadReason {
         map: String,
         /// What changed.
         detail: String,
+    },
+    /// A map of the function is to be shared: an instance that uses the
+    /// shared map replaces the one with its own.
+    Shares {
+        /// The map.
+        map: String,
+        /// The share.
+        share: String,
     },
     /// The config gives a map another size: a new map (which starts empty)
     /// comes with a new instance.
@@ -513,7 +581,103 @@ pub fn plan(desired: &DesiredState, observed: &ObservedState, opts: &PlanOptions
                 .then_some(plan)
         })
         .collect();
-    Plan { chains }
+    Plan {
+        chains,
+        shared: plan_shared(desired, observed),
+    }
+}
+
+/// Shared maps: created where missing, written like config maps, removed
+/// once no function of the config uses them (unless some file's content
+/// is unknown: a held function may be one of their users).
+fn plan_shared(desired: &DesiredState, observed: &ObservedState) -> Vec<SharedPlan> {
+    let names: BTreeSet<&String> = desired
+        .shared
+        .keys()
+        .chain(observed.shared.keys())
+        .chain(observed.shared_errors.keys())
+        .collect();
+    let mut out = Vec::new();
+    let held = desired.incomplete || desired.chains.values().any(|c| !c.held.is_empty());
+    for name in names {
+        let mut plan = SharedPlan {
+            name: name.clone(),
+            blocked: None,
+            actions: Vec::new(),
+        };
+        let want = desired.shared.get(name);
+        let have = observed.shared.get(name);
+        if let Some(error) = observed.shared_errors.get(name) {
+            plan.blocked = Some(format!("its pin cannot be read ({error})"));
+        } else if let Some(want) = want {
+            if want.inner.is_some() {
+                plan.blocked = Some("a shared map of maps is not supported".into());
+            } else {
+                shared_actions(want, have, &mut plan);
+            }
+        } else if !held {
+            plan.actions.push(SharedAction::Remove);
+        }
+        if plan.blocked.is_some() || !plan.actions.is_empty() {
+            out.push(plan);
+        }
+    }
+    out
+}
+
+fn shared_actions(
+    want: &crate::desired::DesiredShared,
+    have: Option<&ObservedMap>,
+    plan: &mut SharedPlan,
+) {
+    let owned = want.entries.as_ref().map(|m| m.entries.clone());
+    let Some(have) = have else {
+        let mut fill = owned
+            .map(|e| (*e).clone())
+            .unwrap_or_else(|| EntrySet::new(want.seed.key_size(), want.seed.value_size()));
+        for (k, v) in want.seed.iter() {
+            fill.insert(k, v);
+        }
+        plan.actions.push(SharedAction::Create {
+            shape: want.shape,
+            count: fill.len(),
+            fill: Arc::new(fill),
+        });
+        return;
+    };
+    if let Some(m) = have.shape.mismatch(&want.shape) {
+        plan.blocked = Some(format!(
+            "it is pinned with another shape ({m}); its users must go (or be moved to another share) before it can be made anew"
+        ));
+        return;
+    }
+    let Some(entries) = &have.entries else {
+        return;
+    };
+    if let Some(owned) = owned {
+        let diff = normalized(
+            &owned,
+            &entries.without_keys_of(&want.seed),
+            want.shape.is_array(),
+        );
+        if !diff.is_empty() {
+            plan.actions.push(SharedAction::Entries {
+                added: diff.added,
+                changed: diff.upserts.len() - diff.added,
+                removed: diff.delete_count(),
+                diff: Arc::new(diff),
+            });
+        }
+    }
+    if !want.shape.is_array() {
+        let missing = want.seed.missing_from(entries);
+        if !missing.is_empty() {
+            plan.actions.push(SharedAction::Seed {
+                count: missing.len(),
+                entries: Arc::new(missing),
+            });
+        }
+    }
 }
 
 /// What the planner knows beyond the chain itself.
@@ -967,6 +1131,17 @@ fn needs_load(f: &DesiredFunction, o: &ObservedFunction, opts: &PlanOptions) -> 
     // Every map of the object must be pinned (as config or state) and fit.
     for (name, shape) in f.shapes() {
         let pinned = o.maps.get(name).or_else(|| o.state.get(name));
+        // A shared map is pinned under the root, not with the function: one
+        // pinned with it is still its own, and must become the shared one.
+        if let Some(sc) = f.shares.get(name) {
+            if pinned.is_some() {
+                return Some(LoadReason::Shares {
+                    map: name.to_owned(),
+                    share: sc.share.clone(),
+                });
+            }
+            continue;
+        }
         match pinned {
             None => return repair(format!("map {name} is no longer pinned")),
             Some(p) if p.shape != shape => {

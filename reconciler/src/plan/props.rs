@@ -282,6 +282,7 @@ fn function(f: &FnSpec, uses_abi: bool) -> DesiredFunction {
         maps,
         state: BTreeMap::new(),
         sizes: BTreeMap::new(),
+        shares: BTreeMap::new(),
         origin: super::tests::origin(1),
     }
 }

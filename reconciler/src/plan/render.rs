@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{Action, Blocked, ChainPlan, LoadReason, Note, Plan, SlotChange, group};
+use super::{
+    Action, Blocked, ChainPlan, LoadReason, Note, Plan, SharedAction, SharedPlan, SlotChange, group,
+};
 use crate::config::error::Escaped;
 use crate::desired::{DesiredState, EntryFormat, HexFormat};
 use crate::model::ChainKey;
@@ -93,6 +95,9 @@ fn reason_text(r: &LoadReason) -> String {
         LoadReason::CodeChanged => "program swap: code changed".into(),
         LoadReason::GlobalsChanged => "program swap: globals changed".into(),
         LoadReason::MapsSwap { map, detail } => format!("program swap: {map}: {detail}"),
+        LoadReason::Shares { map, share } => {
+            format!("program swap: map {map} is shared now (share {share})")
+        }
         LoadReason::Resized { map, from, to } => format!(
             "program swap: map {map} resized ({} → {} entries); the new map starts empty",
             group(*from as usize),
@@ -114,9 +119,12 @@ fn slot_line(slots: &[super::PlannedSlot]) -> String {
         .join(" → ")
 }
 
-/// The plan as text, one block per chain, then what is held.
+/// The plan as text: shared maps, one block per chain, then what is held.
 pub fn render_text(plan: &Plan, desired: &DesiredState) -> String {
     let mut out = String::new();
+    for s in &plan.shared {
+        render_shared(&mut out, s, desired);
+    }
     for c in &plan.chains {
         render_chain(&mut out, c, desired);
     }
@@ -135,6 +143,55 @@ fn held(desired: &DesiredState) -> impl Iterator<Item = (&ChainKey, &str, &crate
         .chains
         .iter()
         .flat_map(|(k, c)| c.held.iter().map(move |(n, h)| (k, n.as_str(), h)))
+}
+
+fn render_shared(out: &mut String, s: &SharedPlan, desired: &DesiredState) {
+    let want = desired.shared.get(&s.name);
+    let users = want
+        .map(|w| {
+            w.users
+                .iter()
+                .map(|u| format!("{} on {}", u.function, u.chain))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "none".into());
+    let _ = writeln!(out, "shared map {} (users: {users}):", s.name);
+    if let Some(why) = &s.blocked {
+        let _ = writeln!(out, "  ! blocked: {why}");
+        return;
+    }
+    let fmt: &dyn EntryFormat = want.map_or(&HexFormat, |w| w.format.as_ref());
+    let entries = |n: usize| {
+        if n == 1 {
+            "1 entry".to_owned()
+        } else {
+            format!("{} entries", group(n))
+        }
+    };
+    for a in &s.actions {
+        let _ = match a {
+            SharedAction::Create { count, .. } => {
+                writeln!(out, "  + create and pin it, with {}", entries(*count))
+            }
+            SharedAction::Entries {
+                diff,
+                added,
+                changed,
+                removed,
+            } => {
+                let _ = writeln!(out, "  ~ entries: +{added} ~{changed} -{removed}");
+                for (k, v) in diff.upserts.iter().take(SHOWN_ENTRIES) {
+                    let _ = writeln!(out, "      + {}: {}", fmt.key(k), fmt.value(v));
+                }
+                Ok(())
+            }
+            SharedAction::Seed { count, .. } => {
+                writeln!(out, "  ~ seed {} it lacks", entries(*count))
+            }
+            SharedAction::Remove => writeln!(out, "  - unpin it: no function uses it any more"),
+        };
+    }
 }
 
 fn render_chain(out: &mut String, c: &ChainPlan, desired: &DesiredState) {
@@ -473,5 +530,17 @@ pub fn render_json(plan: &Plan, desired: &DesiredState) -> Value {
             })
         })
         .collect();
-    json!({ "in_sync": plan.in_sync(), "chains": chains, "held": held })
+    let shared: Vec<Value> = plan
+        .shared
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+            v["users"] = desired
+                .shared
+                .get(&s.name)
+                .map_or(Value::Array(Vec::new()), |w| json!(w.users));
+            v
+        })
+        .collect();
+    json!({ "in_sync": plan.in_sync(), "chains": chains, "shared": shared, "held": held })
 }

@@ -107,6 +107,7 @@ fn func(name: &str, priority: u32, ips: &[u8]) -> DesiredFunction {
         maps,
         state: BTreeMap::new(),
         sizes: BTreeMap::new(),
+        shares: BTreeMap::new(),
         origin: origin(1),
     }
 }

@@ -85,6 +85,19 @@ pub fn observe<'a>(
             }
         }
     }
+    for name in bpffs::list(&layout.shared_dir())? {
+        let path = layout.shared_map(&name);
+        match read_map(&path, true) {
+            Ok(Some(m)) => {
+                state.shared.insert(name, m);
+            }
+            Ok(None) => {}
+            // Its users' chains are where it matters; they load it again.
+            Err(e) => {
+                state.shared_errors.insert(name, e.to_string());
+            }
+        }
+    }
     let mut ifaces: BTreeSet<(Option<String>, String)> = state
         .chains
         .keys()
@@ -303,39 +316,42 @@ fn observe_function(paths: &FnPaths) -> Result<ObservedFunction, StateError> {
         (paths.state_dir(), &mut f.state, false),
     ] {
         for name in bpffs::list(&dir)? {
-            let path = dir.join(&name);
-            let Some(map) = open_map(&path)? else {
-                continue;
-            };
-            let err = |source| StateError::Map {
-                path: path.clone(),
-                source,
-            };
-            let shape = shape_of(map.info());
-            // A map-in-map's config is the map in its one slot.
-            let mim = map_type::is_map_in_map(shape.map_type);
-            let inner = if mim {
-                map.inner(0).map_err(err)?
-            } else {
-                None
-            };
-            let entries = match (read, &inner) {
-                (false, _) => None,
-                (true, Some(inner)) => Some(inner.read_all().map_err(err)?),
-                (true, None) if mim => None,
-                (true, None) => Some(map.read_all().map_err(err)?),
-            };
-            into.insert(
-                name,
-                ObservedMap {
-                    shape,
-                    inner: inner.as_ref().map(|m| shape_of(m.info())),
-                    entries,
-                },
-            );
+            if let Some(m) = read_map(&dir.join(&name), read)? {
+                into.insert(name, m);
+            }
         }
     }
     Ok(f)
+}
+
+/// The map pinned at `path` (None if nothing is), with its entries when
+/// `read` (a map-in-map's: those of the map in its one slot).
+fn read_map(path: &Path, read: bool) -> Result<Option<ObservedMap>, StateError> {
+    let Some(map) = open_map(path)? else {
+        return Ok(None);
+    };
+    let err = |source| StateError::Map {
+        path: path.to_owned(),
+        source,
+    };
+    let shape = shape_of(map.info());
+    let mim = map_type::is_map_in_map(shape.map_type);
+    let inner = if mim {
+        map.inner(0).map_err(err)?
+    } else {
+        None
+    };
+    let entries = match (read, &inner) {
+        (false, _) => None,
+        (true, Some(inner)) => Some(inner.read_all().map_err(err)?),
+        (true, None) if mim => None,
+        (true, None) => Some(map.read_all().map_err(err)?),
+    };
+    Ok(Some(ObservedMap {
+        shape,
+        inner: inner.as_ref().map(|m| shape_of(m.info())),
+        entries,
+    }))
 }
 
 /// Reads the entries of state maps that the desired config now lists as

@@ -21,6 +21,11 @@ pub struct ObservedState {
     /// Whether the kernel has TCX (6.6+): where it does, `tc_attach: auto`
     /// means a TCX link.
     pub tcx: bool,
+    /// Maps shared by functions (`<root>/shared/`), by share name, with
+    /// their entries.
+    pub shared: BTreeMap<String, ObservedMap>,
+    /// Shared maps whose pins could not be read, with the error.
+    pub shared_errors: BTreeMap<String, String>,
 }
 
 /// An interface, as its namespace sees it.
