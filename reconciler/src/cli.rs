@@ -555,11 +555,16 @@ fn status_cmd(inst: &Instance, output: Output) -> Result<ExitCode> {
     let _lock = read_lock(inst)?;
     let observed = state::observe(&inst.layout, []).context("reading live state")?;
     let chains = status::collect(&inst.layout, &observed).context("reading live state")?;
+    let shared = status::collect_shared(&inst.layout, &observed).context("reading live state")?;
     match output {
-        Output::Text => print!("{}", status::render_text(&chains)),
+        Output::Text => print!(
+            "{}{}",
+            status::render_text(&chains),
+            status::render_shared_text(&shared)
+        ),
         Output::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "chains": chains }))?
+            serde_json::to_string_pretty(&json!({ "chains": chains, "shared": shared }))?
         ),
     }
     Ok(ExitCode::SUCCESS)

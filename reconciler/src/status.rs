@@ -390,3 +390,85 @@ pub fn render_text(chains: &[ChainStatus]) -> String {
     }
     out
 }
+
+/// One shared map's status (`share:`).
+#[derive(Debug, Serialize)]
+pub struct SharedStatus {
+    /// The share name.
+    pub name: String,
+    /// Entries (arrays: non-zero elements).
+    pub entries: usize,
+    /// Capacity.
+    pub max_entries: u32,
+    /// The functions whose live programs use it, as `FUNCTION on CHAIN`.
+    pub users: Vec<String>,
+}
+
+/// Reads the status of every shared map under the root. Users are found
+/// from the kernel (each live function program's map ids), not from
+/// config, so status shows who really uses the map.
+pub fn collect_shared(
+    layout: &Layout,
+    observed: &ObservedState,
+) -> Result<Vec<SharedStatus>, StateError> {
+    let mut users_of: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (key, chain) in &observed.chains {
+        for (name, f) in &chain.functions {
+            let Some(id) = f.prog_id else { continue };
+            // A program freed since the look is no user.
+            let Ok(fd) = crate::kernel::sys::prog_fd_by_id(id) else {
+                continue;
+            };
+            let info =
+                crate::kernel::sys::prog_info(std::os::fd::AsFd::as_fd(&fd)).map_err(|source| {
+                    StateError::Pin {
+                        path: layout.fn_dir(key, name),
+                        source,
+                    }
+                })?;
+            for m in info.map_ids {
+                users_of
+                    .entry(m)
+                    .or_default()
+                    .push(format!("{name} on {key}"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for name in observed.shared.keys() {
+        let path = layout.shared_map(name);
+        let err = |source| StateError::Map {
+            path: path.clone(),
+            source,
+        };
+        let map = ByteMap::from_pin(&path).map_err(err)?;
+        out.push(SharedStatus {
+            name: name.clone(),
+            entries: map.count().map_err(err)?,
+            max_entries: map.info().max_entries,
+            users: users_of.remove(&map.info().id).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Shared maps as text, after the chains.
+pub fn render_shared_text(shared: &[SharedStatus]) -> String {
+    let mut out = String::new();
+    for s in shared {
+        let users = if s.users.is_empty() {
+            "no live user".to_owned()
+        } else {
+            s.users.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "shared map {}: {}/{} (users: {})",
+            s.name,
+            s.entries,
+            s.max_entries,
+            Escaped(&users)
+        );
+    }
+    out
+}
